@@ -1,0 +1,35 @@
+# stockops: the two commands of the Quickstart are `make up` and `make test`.
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := 3.11
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: up test sync uv lint typecheck services clean-services
+
+uv:
+	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || python3.11 -m pip install --user --quiet uv
+
+sync: uv
+	$(UV) sync --all-packages --frozen
+
+## Run the main job on this machine with embedded defaults.
+up: sync
+	$(UV) run stockops up
+
+## Install what is missing (Python packages, Kafka, Azurite, MLflow, kube-apiserver, helm), start the services, run every test.
+test: sync services
+	$(UV) run ruff check .
+	$(UV) run mypy
+	$(UV) run pytest $(PYTEST_ARGS)
+
+## Download and build every service the tests use into the cache (idempotent).
+services: sync
+	$(UV) run python -m stockops_model.testing.services install
+
+lint: sync
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+typecheck: sync
+	$(UV) run mypy

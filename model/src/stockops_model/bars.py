@@ -1,0 +1,157 @@
+"""The one bar schema of stockops, for single bars and for DataFrames of bars.
+
+A bar is one closed 1-minute interval of one symbol: `ts` is the bar's START in UTC, on a
+minute boundary. Prices are finite and positive, `low <= open, close <= high`, volume is
+finite and non-negative, and `source` says where the bar came from (yahoo, replay, ...).
+
+`Bar` validates one bar (messages, API input); `validate_frame` checks a whole DataFrame
+in vectorised form and `normalise_frame` gives any frame the canonical column order,
+dtypes, sort order and uniqueness on (symbol, ts).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stockops_model.errors import BarValidationError
+
+BAR_COLUMNS: tuple[str, ...] = ("symbol", "ts", "open", "high", "low", "close", "volume", "source")
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,14}$"
+
+Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class Bar(BaseModel):
+    """One closed bar. Construct with `Bar.model_validate(...)` to get clear errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbol: str = Field(pattern=SYMBOL_PATTERN, description="Ticker, upper case, e.g. AAPL")
+    ts: datetime = Field(description="Bar start, timezone-aware, normalised to UTC")
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: float = Field(ge=0, allow_inf_nan=False)
+    source: str = Field(min_length=1, max_length=32)
+
+    @field_validator("ts")
+    @classmethod
+    def _utc_minute(cls, ts: datetime) -> datetime:
+        if ts.tzinfo is None:
+            raise ValueError("timestamp must carry a time zone (UTC expected)")
+        ts = ts.astimezone(UTC)
+        if ts.second or ts.microsecond:
+            raise ValueError(f"timestamp {ts.isoformat()} is not on a minute boundary")
+        return ts
+
+    @model_validator(mode="after")
+    def _ohlc_order(self) -> Bar:
+        if not self.low <= min(self.open, self.close):
+            raise ValueError(f"low {self.low} is above open {self.open} or close {self.close}")
+        if not max(self.open, self.close) <= self.high:
+            raise ValueError(f"high {self.high} is below open {self.open} or close {self.close}")
+        return self
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> Bar:
+        """Validate a mapping into a Bar, raising `BarValidationError` with a readable reason."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise BarValidationError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Render pydantic errors as `field: reason; field: reason`."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "bar"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def empty_frame() -> pd.DataFrame:
+    """An empty DataFrame with the canonical bar columns and dtypes."""
+    return normalise_frame(pd.DataFrame({c: [] for c in BAR_COLUMNS}))
+
+
+def bars_to_frame(bars: list[Bar]) -> pd.DataFrame:
+    """Turn validated bars into a canonical frame (sorted, unique on symbol and ts)."""
+    if not bars:
+        return empty_frame()
+    return normalise_frame(pd.DataFrame([b.model_dump() for b in bars]))
+
+
+def frame_to_bars(frame: pd.DataFrame) -> list[Bar]:
+    """Turn a canonical frame into Bar objects (validating each)."""
+    records = frame.loc[:, list(BAR_COLUMNS)].to_dict("records")
+    out = []
+    for rec in records:
+        rec["ts"] = rec["ts"].to_pydatetime()
+        out.append(Bar.parse(rec))
+    return out
+
+
+def normalise_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Canonical column order and dtypes, sorted by (symbol, ts), last duplicate wins.
+
+    `ts` becomes `datetime64[ns, UTC]` (naive values are taken as UTC), prices and volume
+    `float64`, symbol and source plain `str` objects. The result has a fresh RangeIndex.
+    """
+    missing = [c for c in BAR_COLUMNS if c not in frame.columns]
+    if missing:
+        raise BarValidationError(f"bar frame lacks column(s) {', '.join(missing)}")
+    out = frame.loc[:, list(BAR_COLUMNS)].copy()
+    ts = pd.to_datetime(out["ts"], utc=True)
+    out["ts"] = ts.astype("datetime64[ns, UTC]")
+    for col in (*PRICE_COLUMNS, "volume"):
+        out[col] = pd.to_numeric(out[col], errors="raise").astype("float64")
+    out["symbol"] = out["symbol"].astype(object).astype(str)
+    out["source"] = out["source"].astype(object).astype(str)
+    out = out.drop_duplicates(subset=["symbol", "ts"], keep="last")
+    return out.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
+
+
+def validate_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Check every rule of the schema on a canonical frame, vectorised.
+
+    Returns:
+        The same frame, for chaining.
+
+    Raises:
+        BarValidationError: naming the first offending row (symbol, ts) and the rule.
+    """
+    if frame.empty:
+        return frame
+    prices = frame.loc[:, list(PRICE_COLUMNS)].to_numpy(dtype="float64")
+    volume = frame["volume"].to_numpy(dtype="float64")
+    ts = frame["ts"]
+    checks: list[tuple[str, np.ndarray[Any, np.dtype[np.bool_]]]] = [
+        ("prices must be finite and positive", ~(np.isfinite(prices).all(axis=1) & (prices > 0).all(axis=1))),
+        ("volume must be finite and >= 0", ~(np.isfinite(volume) & (volume >= 0))),
+        ("low must be <= open and close", frame["low"].to_numpy() > np.minimum(frame["open"], frame["close"]).to_numpy()),
+        ("high must be >= open and close", frame["high"].to_numpy() < np.maximum(frame["open"], frame["close"]).to_numpy()),
+        ("timestamp must be on a minute boundary", (ts.dt.second != 0).to_numpy() | (ts.dt.microsecond != 0).to_numpy() | (ts.dt.nanosecond != 0).to_numpy()),
+        ("symbol must match " + SYMBOL_PATTERN, ~frame["symbol"].str.fullmatch(SYMBOL_PATTERN[1:-1]).fillna(False).to_numpy(dtype=bool)),
+    ]
+    for reason, bad in checks:
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            row = frame.iloc[i]
+            raise BarValidationError(
+                f"{int(bad.sum())} bar(s) invalid, first {row['symbol']} at {row['ts']}: {reason}"
+            )
+    return frame
+
+
+def is_finite_number(value: object) -> bool:
+    """True for an int or float that is neither NaN nor infinite (bools excluded)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

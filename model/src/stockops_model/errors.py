@@ -1,0 +1,70 @@
+"""Domain exceptions of stockops and the process exit codes they map to.
+
+Every workload (`stockops feed|sink|train|deploy|serve|up`) exits with a distinct code
+per failure class, so a Job's status, a shell script or the operator can tell bad input
+(fix the spec or the data) from an unavailable dependency (retry later).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the `stockops` console script."""
+
+    OK = 0
+    FAILURE = 1  # an unexpected error: a bug, report it
+    USAGE = 2  # bad command line (argparse's own code)
+    INVALID_SPEC = 3  # the StockModel/RetrainSchedule spec does not validate
+    INVALID_DATA = 4  # the input bars are unusable (too few, malformed)
+    UNAVAILABLE = 5  # a dependency (Kafka, Blob, MLflow, Azure) cannot be reached; retry
+    ROLLOUT_FAILED = 6  # a deployment failed and was rolled back
+
+
+class StockopsError(Exception):
+    """Base of every error stockops raises on purpose; `exit_code` tells the CLI how to exit."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+
+class SpecError(StockopsError):
+    """A StockModel or RetrainSchedule spec is invalid; the message names the field."""
+
+    exit_code = ExitCode.INVALID_SPEC
+
+
+class BarValidationError(StockopsError, ValueError):
+    """A bar breaks the schema (non-finite or non-positive price, low > open, ...)."""
+
+    exit_code = ExitCode.INVALID_DATA
+
+
+class DataError(StockopsError):
+    """Input data cannot be used as asked: a file in an unknown format, too few bars."""
+
+    exit_code = ExitCode.INVALID_DATA
+
+
+class SourceError(StockopsError):
+    """A market-data source answered with an error that retrying will not fix."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class StoreError(StockopsError):
+    """The bar store (Blob Storage or a local directory) cannot be read or written."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class ServiceUnavailableError(StockopsError):
+    """A dependency (Kafka, MLflow, Azure) did not answer in time; retrying may help."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class RolloutError(StockopsError):
+    """A rollout to a serving target failed; the previous version was restored."""
+
+    exit_code = ExitCode.ROLLOUT_FAILED
