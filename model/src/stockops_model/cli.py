@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, text = COMMANDS[top.command]
     configure_logging(top.log_level, top.log_json)
     try:
-        command: Command = importlib.import_module(module_name)  # type: ignore[assignment]
+        command: Command = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
             print(f"stockops {top.command}: not available in this build", file=sys.stderr)
