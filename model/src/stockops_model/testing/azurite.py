@@ -1,0 +1,180 @@
+"""A real Azurite blob emulator (npm `azurite`, pinned) on 127.0.0.1 for tests.
+
+Installed once with `npm install --prefix <cache>/azurite/<version> azurite@<version>` and
+run as `node .../azurite-blob --blobHost 127.0.0.1 --blobPort N --location DIR
+--disableTelemetry --skipApiVersionCheck` (the last flag lets the current azure-storage-blob
+SDK, whose API version is newer than the emulator's, through). The account is Azurite's
+well-known development account, `devstoreaccount1`, whose key is public in Azurite's docs.
+
+Limits: blob service only (no queues or tables); 3.35.0 is the last release that supports
+Node 20 (3.36+ declare Node >= 22); data lives in a temporary folder and dies with the handle.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from stockops_model.errors import ServiceUnavailableError
+from stockops_model.testing.cache import cache_dir, install_once
+from stockops_model.testing.ports import LOOPBACK, pick_free_port
+from stockops_model.testing.processes import ServiceProcess, run_logged
+
+log = logging.getLogger(__name__)
+
+AZURITE_VERSION = "3.35.0"
+ACCOUNT_NAME = "devstoreaccount1"
+# Azurite's documented development key; it opens nothing outside a local emulator.
+ACCOUNT_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def _require(tool: str) -> str:
+    found = shutil.which(tool)
+    if found is None:
+        raise ServiceUnavailableError(f"`{tool}` is not on PATH: Azurite needs Node.js and npm")
+    return found
+
+
+def install_azurite(cache: Path | None = None, version: str = AZURITE_VERSION) -> Path:
+    """Install the pinned Azurite into the cache once; return the `azurite-blob` script.
+
+    Raises:
+        ServiceUnavailableError: npm is missing or could not install the package.
+    """
+    root = (cache or cache_dir()) / "azurite"
+    target = root / version
+
+    def build(staging: Path) -> None:
+        run_logged(
+            [
+                _require("npm"),
+                "install",
+                "--prefix",
+                str(staging),
+                f"azurite@{version}",
+                "--no-audit",
+                "--no-fund",
+                "--no-update-notifier",
+            ],
+            root / "install.log",
+            what=f"installing azurite@{version} with npm",
+            timeout=900,
+        )
+
+    install_once(target, build)
+    return target / "node_modules" / "azurite" / "dist" / "src" / "blob" / "main.js"
+
+
+class Azurite:
+    """A running Azurite blob service: its endpoint, connection string and stop/close."""
+
+    def __init__(self, script: Path, run_dir: Path, *, remove_run_dir: bool = False) -> None:
+        self.run_dir = run_dir
+        self.port = pick_free_port()
+        self.location = run_dir / "data"
+        self.log_path = run_dir / "azurite.log"
+        self._remove_run_dir = remove_run_dir
+        self.location.mkdir(parents=True, exist_ok=True)
+        self.process = ServiceProcess(
+            "azurite",
+            [
+                _require("node"),
+                str(script),
+                "--blobHost",
+                LOOPBACK,
+                "--blobPort",
+                str(self.port),
+                "--location",
+                str(self.location),
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+            ],
+            self.log_path,
+        )
+
+    @property
+    def account_name(self) -> str:
+        """The storage account every request goes to."""
+        return ACCOUNT_NAME
+
+    @property
+    def account_key(self) -> str:
+        """The account's shared key (Azurite's public development key)."""
+        return ACCOUNT_KEY
+
+    @property
+    def blob_endpoint(self) -> str:
+        """Account URL for `BlobServiceClient(account_url=...)`."""
+        return f"http://{LOOPBACK}:{self.port}/{ACCOUNT_NAME}"
+
+    @property
+    def connection_string(self) -> str:
+        """Connection string for `BlobServiceClient.from_connection_string`."""
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};"
+            f"AccountKey={ACCOUNT_KEY};BlobEndpoint={self.blob_endpoint};"
+        )
+
+    @property
+    def running(self) -> bool:
+        """Tell whether the emulator process is alive."""
+        return self.process.running
+
+    def _answers(self) -> bool:
+        # Any HTTP answer, even 403 to this unsigned request, means the server is serving.
+        try:
+            httpx.get(f"{self.blob_endpoint}?comp=list", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Start the emulator and wait until it answers HTTP; return the seconds waited."""
+        self.process.start()
+        return self.process.wait_ready(self._answers, timeout=timeout)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the emulator (SIGTERM, then SIGKILL), keeping its data folder."""
+        self.process.stop(timeout=timeout)
+
+    def close(self) -> None:
+        """Stop it and delete its folder if the harness created it."""
+        self.stop()
+        if self._remove_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the emulator in bytes (0 when it is not running)."""
+        return self.process.rss_bytes()
+
+
+def start_azurite(
+    run_dir: Path | None = None, *, cache: Path | None = None, timeout: float = 60.0
+) -> Azurite:
+    """Install if needed, then start a fresh, empty Azurite and wait until it answers.
+
+    Args:
+        run_dir: where its data and log go; kept afterwards. None: a temporary folder that
+            `close()` deletes.
+        cache: the install cache (default: `cache_dir()`).
+        timeout: seconds to wait for it to answer.
+    """
+    script = install_azurite(cache)
+    remove = run_dir is None
+    folder = Path(tempfile.mkdtemp(prefix="stockops-azurite-")) if run_dir is None else run_dir
+    emulator = Azurite(script, folder, remove_run_dir=remove)
+    try:
+        seconds = emulator.start(timeout=timeout)
+    except BaseException:
+        emulator.close()
+        raise
+    log.info(
+        "Azurite %s ready in %.1f s (log %s)", emulator.blob_endpoint, seconds, emulator.log_path
+    )
+    return emulator

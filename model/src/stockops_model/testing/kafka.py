@@ -1,0 +1,306 @@
+"""A real single-node Apache Kafka broker (KRaft, broker and controller in one JVM) for tests.
+
+The jars come from Maven Central through the installed `mvn` and the small pom in
+`tools/kafka/pom.xml` (the Kafka version lives there, and only there); they are copied once
+into `<cache>/kafka/<version>-<pom hash>/libs`. The broker runs as
+`java -cp 'libs/*' kafka.Kafka server.properties` with the installed Java (17 or newer, as
+Kafka 4 brokers require), after `kafka.tools.StorageTool format` on first start.
+
+It listens on 127.0.0.1 only, on a free port (and a second one for the controller), with
+replication factor 1 and one partition for its internal topics, so a single node can serve
+consumer groups and transactions. `stop()` then `start()` brings the SAME broker back on the
+same ports and data, which is how a test restarts it mid-stream; `kill()` is a crash.
+
+Limits: needs the tools/kafka folder of a source checkout (set `STOCKOPS_KAFKA_POM` to use
+another pom); one node, so nothing here exercises replication or leader election.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from stockops_model.errors import ServiceUnavailableError
+from stockops_model.testing.cache import cache_dir, install_once
+from stockops_model.testing.ports import LOOPBACK, is_accepting, pick_free_port
+from stockops_model.testing.processes import ServiceProcess, run_logged
+
+log = logging.getLogger(__name__)
+
+POM_ENV = "STOCKOPS_KAFKA_POM"
+_T = TypeVar("_T")
+
+_LOG4J2 = """\
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = out
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+def find_pom() -> Path:
+    """Locate the pom that pins the Kafka version: `STOCKOPS_KAFKA_POM` or the checkout's."""
+    raw = os.environ.get(POM_ENV)
+    if raw:
+        return Path(raw).expanduser().resolve()
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "tools" / "kafka" / "pom.xml"
+        if candidate.is_file():
+            return candidate
+    raise ServiceUnavailableError(
+        f"tools/kafka/pom.xml not found above {Path(__file__).parent}; run from a source "
+        f"checkout of stockops or set {POM_ENV} to a pom that lists the Kafka broker jars"
+    )
+
+
+def kafka_version(pom: Path) -> str:
+    """Read the Kafka version the pom pins (its `kafka.version` property)."""
+    found = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", pom.read_text())
+    if found is None:
+        raise ServiceUnavailableError(f"{pom} has no <kafka.version> property")
+    return found.group(1)
+
+
+def find_java() -> str:
+    """Return the `java` of `JAVA_HOME`, else the one on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").is_file():
+        return str(Path(home) / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
+        raise ServiceUnavailableError(
+            "no `java` on PATH and no JAVA_HOME: Kafka 4 brokers need a Java 17+ runtime"
+        )
+    return found
+
+
+def install_kafka(cache: Path | None = None) -> Path:
+    """Copy the broker's jars into the cache once; return the folder holding them.
+
+    The folder name carries the pom's hash, so editing the pom installs afresh.
+
+    Raises:
+        ServiceUnavailableError: `mvn` is missing or could not fetch the jars.
+    """
+    pom = find_pom()
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:10]
+    root = (cache or cache_dir()) / "kafka"
+    target = root / f"{kafka_version(pom)}-{digest}"
+
+    def build(staging: Path) -> None:
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ServiceUnavailableError("`mvn` is not on PATH: it fetches the Kafka jars")
+        run_logged(
+            [
+                mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(pom),
+                "dependency:copy-dependencies", f"-DoutputDirectory={staging / 'libs'}",
+            ],
+            root / "install.log",
+            what="fetching the Kafka jars with Maven",
+            timeout=900,
+        )  # fmt: skip
+
+    install_once(target, build)
+    return target / "libs"
+
+
+def _new_cluster_id() -> str:
+    # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _run_async(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    # A thread of its own, so probing works whether or not the caller has an event loop running.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-probe") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
+async def _probe(bootstrap: str, port: int) -> bool:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        if not any(b.get("port") == port for b in cluster.get("brokers", [])):
+            return False
+        # Creates __consumer_offsets now, so a test's first consumer group does not wait.
+        await admin.find_coordinator("stockops-readiness-probe")
+        return True
+    except Exception:  # any error means "not yet": the caller retries until its deadline
+        return False
+    finally:
+        await admin.close()
+
+
+class KafkaBroker:
+    """A single-node KRaft broker on 127.0.0.1: its address, and start/stop/kill/close.
+
+    Create it with `start_kafka()`. The ports and the data folder are fixed at creation, so a
+    restart keeps topics, offsets and the address every client already holds.
+    """
+
+    def __init__(
+        self,
+        libs: Path,
+        run_dir: Path,
+        *,
+        heap: str = "512m",
+        remove_run_dir: bool = False,
+    ) -> None:
+        self.libs = libs
+        self.run_dir = run_dir
+        self.port = pick_free_port()
+        self.controller_port = pick_free_port()
+        self.data_dir = run_dir / "data"
+        self.config_path = run_dir / "server.properties"
+        self.log_path = run_dir / "kafka.log"
+        self._remove_run_dir = remove_run_dir
+        self._java = find_java()
+        log4j = run_dir / "log4j2.properties"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log4j.write_text(_LOG4J2)
+        self.config_path.write_text(self._server_properties())
+        self._jvm = [
+            self._java,
+            f"-Xmx{heap}",
+            "-Xms128m",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            f"{libs}/*",
+        ]
+        self.process = ServiceProcess(
+            "kafka", [*self._jvm, "kafka.Kafka", str(self.config_path)], self.log_path
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        """`host:port` for `bootstrap_servers`."""
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Tell whether the broker process is alive."""
+        return self.process.running
+
+    def _server_properties(self) -> str:
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{LOOPBACK}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{LOOPBACK}:{self.port},"
+            f"CONTROLLER://{LOOPBACK}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "1",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "auto.create.topics.enable": "true",
+            "offsets.topic.replication.factor": "1",
+            # One partition instead of 50: fast to create, and plenty for one test session.
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # Tests join groups one consumer at a time; the default 3 s delay only slows them.
+            "group.initial.rebalance.delay.ms": "0",
+        }
+        return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+    def _format_storage(self) -> None:
+        if (self.data_dir / "meta.properties").exists():
+            return
+        run_logged(
+            [
+                *self._jvm, "kafka.tools.StorageTool", "format",
+                "-t", _new_cluster_id(), "-c", str(self.config_path),
+            ],
+            self.log_path,
+            what="formatting the Kafka storage",
+            timeout=120,
+        )  # fmt: skip
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Start (or restart) the broker and wait until it serves metadata and groups.
+
+        Returns:
+            seconds from launch to ready.
+
+        Raises:
+            ServiceUnavailableError: it exited or did not answer in time; the message quotes
+                its log.
+        """
+        self._format_storage()
+        self.process.start()
+        bootstrap, port = self.bootstrap, self.port
+        return self.process.wait_ready(
+            lambda: is_accepting(port) and _run_async(lambda: _probe(bootstrap, port)),
+            timeout=timeout,
+            interval=0.3,
+        )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut the broker down cleanly (SIGTERM), keeping its data for a later `start()`."""
+        self.process.stop(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would; `start()` recovers from its data."""
+        self.process.kill()
+
+    def close(self) -> None:
+        """Stop the broker and delete its folder if the harness created it."""
+        self.stop()
+        if self._remove_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the broker JVM in bytes (0 when it is not running)."""
+        return self.process.rss_bytes()
+
+
+def start_kafka(
+    run_dir: Path | None = None, *, cache: Path | None = None, timeout: float = 120.0
+) -> KafkaBroker:
+    """Install if needed, then start a fresh broker and wait until it is ready.
+
+    Args:
+        run_dir: where its config, data and log go; kept afterwards. None: a temporary
+            folder that `close()` deletes.
+        cache: the install cache (default: `cache_dir()`).
+        timeout: seconds to wait for it to answer.
+    """
+    libs = install_kafka(cache)
+    remove = run_dir is None
+    folder = Path(tempfile.mkdtemp(prefix="stockops-kafka-")) if run_dir is None else run_dir
+    broker = KafkaBroker(libs, folder, remove_run_dir=remove)
+    try:
+        seconds = broker.start(timeout=timeout)
+    except BaseException:
+        broker.close()
+        raise
+    log.info("Kafka %s ready in %.1f s (log %s)", broker.bootstrap, seconds, broker.log_path)
+    return broker

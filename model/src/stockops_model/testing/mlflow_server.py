@@ -1,0 +1,121 @@
+"""A real MLflow tracking server on 127.0.0.1 for tests, from the mlflow in this venv.
+
+Runs `python -m mlflow server --backend-store-uri sqlite:///DIR/mlflow.db
+--artifacts-destination DIR/artifacts --host 127.0.0.1 --port N --workers 1` with
+`MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`: one worker and no job runner start in a few
+seconds and a fraction of the memory of the defaults. Artifacts are proxied by the server
+(`mlflow-artifacts:` URIs), as in a cluster where clients cannot see the server's disk.
+
+Limits: nothing to install (mlflow is a dependency of the `ml` extra); the server answers 403
+to Host headers other than localhost/127.0.0.1, so clients must use `tracking_uri` as given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from stockops_model.testing.ports import LOOPBACK, pick_free_port
+from stockops_model.testing.processes import ServiceProcess
+
+log = logging.getLogger(__name__)
+
+
+class MlflowServer:
+    """A running MLflow tracking server: its URI, and stop/close."""
+
+    def __init__(self, run_dir: Path, *, remove_run_dir: bool = False) -> None:
+        self.run_dir = run_dir
+        self.port = pick_free_port()
+        self.backend_store_uri = f"sqlite:///{run_dir / 'mlflow.db'}"
+        self.artifacts_dir = run_dir / "artifacts"
+        self.log_path = run_dir / "mlflow.log"
+        self._remove_run_dir = remove_run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        # The server must not pick up a tracking URI meant for clients of this process.
+        env.pop("MLFLOW_TRACKING_URI", None)
+        self.process = ServiceProcess(
+            "mlflow",
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                self.backend_store_uri,
+                "--artifacts-destination",
+                str(self.artifacts_dir),
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            self.log_path,
+            env=env,
+            cwd=run_dir,
+        )
+
+    @property
+    def tracking_uri(self) -> str:
+        """URI for `mlflow.set_tracking_uri` / `MlflowClient(tracking_uri=...)`."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Tell whether the server process is alive."""
+        return self.process.running
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.tracking_uri}/health", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Start the server and wait until /health answers 200; return the seconds waited."""
+        self.process.start()
+        return self.process.wait_ready(self._healthy, timeout=timeout, interval=0.3)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the server and its worker (SIGTERM, then SIGKILL), keeping its database."""
+        self.process.stop(timeout=timeout)
+
+    def close(self) -> None:
+        """Stop it and delete its folder if the harness created it."""
+        self.stop()
+        if self._remove_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server and its worker in bytes (0 when not running)."""
+        return self.process.rss_bytes()
+
+
+def start_mlflow_server(run_dir: Path | None = None, *, timeout: float = 120.0) -> MlflowServer:
+    """Start a fresh MLflow server with an empty store and wait until it is healthy.
+
+    Args:
+        run_dir: where its database, artifacts and log go; kept afterwards. None: a temporary
+            folder that `close()` deletes.
+        timeout: seconds to wait for /health.
+    """
+    remove = run_dir is None
+    folder = Path(tempfile.mkdtemp(prefix="stockops-mlflow-")) if run_dir is None else run_dir
+    server = MlflowServer(folder, remove_run_dir=remove)
+    try:
+        seconds = server.start(timeout=timeout)
+    except BaseException:
+        server.close()
+        raise
+    log.info("MLflow %s ready in %.1f s (log %s)", server.tracking_uri, seconds, server.log_path)
+    return server

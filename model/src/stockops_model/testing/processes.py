@@ -1,0 +1,223 @@
+"""Service subprocesses for the test harness: own process group, log file, clean stop.
+
+Each service runs in a new session (so a process group of its own): stopping it signals the
+whole group, which also reaches the workers a server forks (MLflow's uvicorn worker), and a
+Ctrl-C in the terminal does not hit the services before the harness stops them in order. Its
+stdout and stderr go to one log file, appended across restarts, whose tail is quoted in every
+start-up failure. On Linux, a service started from the main thread also receives SIGTERM if the
+Python process that started it dies, and an `atexit` hook stops what is still running, so a
+crashed test session leaves no broker behind. Limits: POSIX only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from stockops_model.errors import ServiceUnavailableError
+
+_PR_SET_PDEATHSIG = 1
+_LIVE: weakref.WeakSet[ServiceProcess] = weakref.WeakSet()
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """Return the last `lines` lines of a text file, or a note that it is missing."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError as exc:
+        return f"(no log at {path}: {exc.strerror})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run_logged(
+    argv: Sequence[str],
+    log_path: Path,
+    *,
+    what: str,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> None:
+    """Run an install step to completion with its output in `log_path`.
+
+    Raises:
+        ServiceUnavailableError: the command failed or ran out of time; the message quotes the
+            tail of its log (a registry that cannot be reached shows up here).
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        log.write(f"$ {' '.join(argv)}\n".encode())
+        log.flush()
+        try:
+            code = subprocess.run(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=None if env is None else dict(env),
+                cwd=cwd,
+                timeout=timeout,
+                check=False,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = None
+        except FileNotFoundError as exc:
+            raise ServiceUnavailableError(
+                f"{what}: {argv[0]!r} is not installed or not on PATH ({exc})"
+            ) from exc
+    if code != 0:
+        outcome = f"timed out after {timeout:.0f} s" if code is None else f"exited with {code}"
+        raise ServiceUnavailableError(
+            f"{what} {outcome}; last lines of {log_path}:\n{tail(log_path)}"
+        )
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask the kernel to SIGTERM it when the thread
+    # that forked it (the main thread, see `start`) exits.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class ServiceProcess:
+    """One service command, restartable, in its own process group with a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = None if env is None else dict(env)
+        self.cwd = cwd
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running service (also its process group id), or None."""
+        return self._popen.pid if self.running and self._popen is not None else None
+
+    @property
+    def running(self) -> bool:
+        """Tell whether the service process is alive."""
+        return self._popen is not None and self._popen.poll() is None
+
+    def start(self) -> None:
+        """Start the command; it is an error to start a service that is already running."""
+        if self.running:
+            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # PR_SET_PDEATHSIG fires when the forking *thread* ends, so only the main thread,
+        # which lives as long as the process, may ask for it.
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        with self.log_path.open("ab") as log:
+            log.write(f"--- {time.strftime('%H:%M:%S')} starting {self.name}\n".encode())
+            log.flush()
+            self._popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" and on_main_thread else None,
+            )
+        _LIVE.add(self)
+
+    def wait_ready(
+        self, probe: Callable[[], bool], *, timeout: float, interval: float = 0.2
+    ) -> float:
+        """Call `probe` until it returns True; return the seconds waited.
+
+        Raises:
+            ServiceUnavailableError: the process exited, or `probe` did not succeed within
+                `timeout` seconds (the service is then killed). The message quotes its log.
+        """
+        started = time.monotonic()
+        deadline = started + timeout
+        while True:
+            if not self.running:
+                code = None if self._popen is None else self._popen.returncode
+                raise ServiceUnavailableError(
+                    f"{self.name} exited with code {code} while starting; "
+                    f"last lines of {self.log_path}:\n{tail(self.log_path)}"
+                )
+            if probe():
+                return time.monotonic() - started
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ServiceUnavailableError(
+                    f"{self.name} did not answer within {timeout:.0f} s and was killed; "
+                    f"last lines of {self.log_path}:\n{tail(self.log_path)}"
+                )
+            time.sleep(interval)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the process group, wait up to `timeout` s, then SIGKILL what is left."""
+        popen = self._popen
+        if popen is None:
+            return
+        if popen.poll() is None:
+            self._signal_group(popen.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=timeout)
+        # Also reaps workers the leader left behind in its group.
+        self._signal_group(popen.pid, signal.SIGKILL)
+        popen.wait()
+        _LIVE.discard(self)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once (a crash, as far as the service knows)."""
+        popen = self._popen
+        if popen is None:
+            return
+        self._signal_group(popen.pid, signal.SIGKILL)
+        popen.wait()
+        _LIVE.discard(self)
+
+    def rss_bytes(self) -> int:
+        """Resident memory of every process in the service's group, in bytes (Linux; else 0)."""
+        pgid = self.pid
+        if pgid is None or not Path("/proc").is_dir():
+            return 0
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                # The command name may contain spaces; fields after its ')' are fixed.
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:
+                    total += int(fields[21]) * page
+        return total
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for service in list(_LIVE):
+        service.stop(timeout=10.0)
