@@ -1,0 +1,84 @@
+"""Fixtures for end-to-end tests against a real kube-apiserver, etcd and garbage collector.
+
+`kube_cluster` builds the binaries on first use (minutes on a fresh machine; `make services`
+does it ahead of pytest) and starts one control plane for the whole session. Each test that
+needs isolation takes `namespace`, a fresh namespace created as admin. `helm` runs the built
+helm without a cluster (lint, template). `eventually` polls a condition with a deadline, for
+what controllers do asynchronously (the garbage collector).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from stockops_model.testing.cache import cache_dir
+from stockops_model.testing.kube import KubeCluster, install, run_helm
+
+
+class Eventually(Protocol):
+    """Poll `condition` until it returns a truthy value, which is returned."""
+
+    def __call__(
+        self, condition: Callable[[], Any], timeout: float = ..., what: str = ...
+    ) -> Any: ...
+
+
+@pytest.fixture(scope="session")
+def kube_cache() -> Path:
+    """The cache folder with kube-apiserver, kube-controller-manager and helm, built if needed."""
+    folder = cache_dir()
+    install(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(
+    kube_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KubeCluster]:
+    """One real control plane for the session: etcd, kube-apiserver (RBAC), garbage collector."""
+    cluster = KubeCluster(kube_cache, work_dir=tmp_path_factory.mktemp("kube"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def namespace(kube_cluster: KubeCluster) -> str:
+    """A new namespace for one test, created as admin (never deleted: no namespace controller)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kube_cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    return name
+
+
+@pytest.fixture(scope="session")
+def helm(kube_cache: Path) -> Callable[..., str]:
+    """Run the built helm with the given arguments and return its stdout (raises on failure)."""
+
+    def run(*args: str | Path) -> str:
+        return run_helm(*(str(a) for a in args), cache=kube_cache).stdout
+
+    return run
+
+
+@pytest.fixture
+def eventually() -> Eventually:
+    """Poll a condition every 0.2 s until it holds or `timeout` s pass (then the test fails)."""
+
+    def poll(condition: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = condition()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not hold within {timeout:.0f} s")
+            time.sleep(0.2)
+
+    return poll
