@@ -7,6 +7,9 @@ finite and non-negative, and `source` says where the bar came from (yahoo, repla
 `Bar` validates one bar (messages, API input); `validate_frame` checks a whole DataFrame
 in vectorised form and `normalise_frame` gives any frame the canonical column order,
 dtypes, sort order and uniqueness on (symbol, ts).
+
+Limits: the schema knows nothing about trading sessions (pre/regular/post market) or
+calendars; `stockops_model.loaders.regular_hours_mask` answers that for US equities.
 """
 
 from __future__ import annotations
@@ -16,20 +19,40 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from stockops_model.errors import BarValidationError
 
 BAR_COLUMNS: tuple[str, ...] = ("symbol", "ts", "open", "high", "low", "close", "volume", "source")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,14}$"
+SOURCE_MAX_LENGTH = 32
 
-Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+def _require_number(value: object) -> object:
+    # pydantic's lax mode would turn "1.5" and True into floats; a price on the wire or in
+    # a file that is a string or a boolean is a producer bug worth surfacing.
+    if isinstance(value, bool | str | bytes):
+        raise ValueError(f"must be a number, got {type(value).__name__} {value!r}")
+    return value
+
+
+Price = Annotated[float, BeforeValidator(_require_number), Field(gt=0, allow_inf_nan=False)]
+Volume = Annotated[float, BeforeValidator(_require_number), Field(ge=0, allow_inf_nan=False)]
 
 
 class Bar(BaseModel):
-    """One closed bar. Construct with `Bar.model_validate(...)` to get clear errors."""
+    """One closed bar. Build it with `Bar.parse(...)` to get a `BarValidationError`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -39,13 +62,13 @@ class Bar(BaseModel):
     high: Price
     low: Price
     close: Price
-    volume: float = Field(ge=0, allow_inf_nan=False)
-    source: str = Field(min_length=1, max_length=32)
+    volume: Volume
+    source: str = Field(min_length=1, max_length=SOURCE_MAX_LENGTH)
 
     @field_validator("ts")
     @classmethod
     def _utc_minute(cls, ts: datetime) -> datetime:
-        if ts.tzinfo is None:
+        if ts.tzinfo is None or ts.utcoffset() is None:
             raise ValueError("timestamp must carry a time zone (UTC expected)")
         ts = ts.astimezone(UTC)
         if ts.second or ts.microsecond:
@@ -74,7 +97,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
         where = ".".join(str(p) for p in err["loc"]) or "bar"
-        parts.append(f"{where}: {err['msg']}")
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
     return "; ".join(parts)
 
 
@@ -91,12 +115,18 @@ def bars_to_frame(bars: list[Bar]) -> pd.DataFrame:
 
 
 def frame_to_bars(frame: pd.DataFrame) -> list[Bar]:
-    """Turn a canonical frame into Bar objects (validating each)."""
-    records = frame.loc[:, list(BAR_COLUMNS)].to_dict("records")
+    """Turn a frame with the bar columns into Bar objects, validating each.
+
+    Raises:
+        BarValidationError: a column is missing or a row breaks the schema.
+    """
+    _require_columns(frame)
     out = []
-    for rec in records:
-        rec["ts"] = rec["ts"].to_pydatetime()
-        out.append(Bar.parse(rec))
+    for rec in frame.loc[:, list(BAR_COLUMNS)].to_dict("records"):
+        data = {str(k): v for k, v in rec.items()}
+        if isinstance(data["ts"], pd.Timestamp):
+            data["ts"] = data["ts"].to_pydatetime()
+        out.append(Bar.parse(data))
     return out
 
 
@@ -104,18 +134,28 @@ def normalise_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Canonical column order and dtypes, sorted by (symbol, ts), last duplicate wins.
 
     `ts` becomes `datetime64[ns, UTC]` (naive values are taken as UTC), prices and volume
-    `float64`, symbol and source plain `str` objects. The result has a fresh RangeIndex.
+    `float64`, symbol and source pandas' `str` dtype. The result has a fresh RangeIndex.
+    Extra columns are dropped. This does not check the schema's rules: chain
+    `validate_frame` for that.
+
+    Raises:
+        BarValidationError: a column is missing, or a value cannot be converted.
     """
-    missing = [c for c in BAR_COLUMNS if c not in frame.columns]
-    if missing:
-        raise BarValidationError(f"bar frame lacks column(s) {', '.join(missing)}")
+    _require_columns(frame)
     out = frame.loc[:, list(BAR_COLUMNS)].copy()
-    ts = pd.to_datetime(out["ts"], utc=True)
-    out["ts"] = ts.astype("datetime64[ns, UTC]")
+    try:
+        out["ts"] = pd.to_datetime(out["ts"], utc=True).astype("datetime64[ns, UTC]")
+    except (ValueError, TypeError) as exc:
+        raise BarValidationError(f"ts: cannot be read as timestamps: {exc}") from None
     for col in (*PRICE_COLUMNS, "volume"):
-        out[col] = pd.to_numeric(out[col], errors="raise").astype("float64")
-    out["symbol"] = out["symbol"].astype(object).astype(str)
-    out["source"] = out["source"].astype(object).astype(str)
+        try:
+            out[col] = pd.to_numeric(out[col], errors="raise").astype("float64")
+        except (ValueError, TypeError) as exc:
+            raise BarValidationError(f"{col}: not numeric: {exc}") from None
+    for col in ("symbol", "source"):
+        if out[col].isna().any():
+            raise BarValidationError(f"{col}: {int(out[col].isna().sum())} missing value(s)")
+        out[col] = out[col].astype(object).astype(str)
     out = out.drop_duplicates(subset=["symbol", "ts"], keep="last")
     return out.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
 
@@ -127,21 +167,40 @@ def validate_frame(frame: pd.DataFrame) -> pd.DataFrame:
         The same frame, for chaining.
 
     Raises:
-        BarValidationError: naming the first offending row (symbol, ts) and the rule.
+        BarValidationError: naming how many rows break a rule, the first offending row
+            (symbol, ts) and the rule.
     """
+    _require_columns(frame)
     if frame.empty:
         return frame
     prices = frame.loc[:, list(PRICE_COLUMNS)].to_numpy(dtype="float64")
+    open_, high, low, close = prices.T
     volume = frame["volume"].to_numpy(dtype="float64")
-    ts = frame["ts"]
-    checks: list[tuple[str, np.ndarray[Any, np.dtype[np.bool_]]]] = [
-        ("prices must be finite and positive", ~(np.isfinite(prices).all(axis=1) & (prices > 0).all(axis=1))),
-        ("volume must be finite and >= 0", ~(np.isfinite(volume) & (volume >= 0))),
-        ("low must be <= open and close", frame["low"].to_numpy() > np.minimum(frame["open"], frame["close"]).to_numpy()),
-        ("high must be >= open and close", frame["high"].to_numpy() < np.maximum(frame["open"], frame["close"]).to_numpy()),
-        ("timestamp must be on a minute boundary", (ts.dt.second != 0).to_numpy() | (ts.dt.microsecond != 0).to_numpy() | (ts.dt.nanosecond != 0).to_numpy()),
-        ("symbol must match " + SYMBOL_PATTERN, ~frame["symbol"].str.fullmatch(SYMBOL_PATTERN[1:-1]).fillna(False).to_numpy(dtype=bool)),
-    ]
+    ts = pd.DatetimeIndex(frame["ts"])
+    # NaN compares False everywhere, so each rule is written as "not ok" to catch it too.
+    with np.errstate(invalid="ignore"):
+        checks: list[tuple[str, npt.NDArray[np.bool_]]] = [
+            ("timestamp is missing", np.asarray(ts.isna())),
+            (
+                "timestamp must be on a minute boundary",
+                np.asarray((ts.second != 0) | (ts.microsecond != 0) | (ts.nanosecond != 0)),
+            ),
+            (
+                "prices must be finite and positive",
+                ~(np.isfinite(prices).all(axis=1) & (prices > 0).all(axis=1)),
+            ),
+            ("volume must be finite and >= 0", ~(np.isfinite(volume) & (volume >= 0))),
+            ("low must be <= open and close", ~(low <= np.minimum(open_, close))),
+            ("high must be >= open and close", ~(high >= np.maximum(open_, close))),
+            (
+                f"symbol must match {SYMBOL_PATTERN}",
+                ~frame["symbol"].astype(str).str.fullmatch(SYMBOL_PATTERN[1:-1]).to_numpy(bool),
+            ),
+            (
+                f"source must be 1..{SOURCE_MAX_LENGTH} characters",
+                ~frame["source"].astype(str).str.len().between(1, SOURCE_MAX_LENGTH).to_numpy(bool),
+            ),
+        ]
     for reason, bad in checks:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -155,3 +214,9 @@ def validate_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def is_finite_number(value: object) -> bool:
     """True for an int or float that is neither NaN nor infinite (bools excluded)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require_columns(frame: pd.DataFrame) -> None:
+    missing = [c for c in BAR_COLUMNS if c not in frame.columns]
+    if missing:
+        raise BarValidationError(f"bar frame lacks column(s) {', '.join(missing)}")

@@ -60,7 +60,8 @@ def decode_bar(value: bytes | None) -> Bar:
     if not isinstance(payload, dict):
         raise BarValidationError(f"message must be a JSON object, got {type(payload).__name__}")
     version = payload.pop("v", None)
-    if version != WIRE_VERSION:
+    # `True == 1` and `1.0 == 1` in Python; only the integer 1 is version 1.
+    if type(version) is not int or version != WIRE_VERSION:
         raise BarValidationError(f"v: unsupported message version {version!r}, expected 1")
     return Bar.parse(payload)
 
