@@ -1,0 +1,137 @@
+"""Small async steps that send built objects to the API server and read back what is needed.
+
+Each function does one thing a handler needs (ensure the workloads, create a Job, delete
+Jobs, read a train result, write status, post Events); the decisions are made before, in
+`plans.py`, and the manifests come from `builders.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+
+from stockops_operator import builders, registry
+from stockops_operator.kubeapi import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, KubeApi, Resource
+from stockops_operator.plans import Event
+from stockops_operator.runtime import Runtime
+from stockops_operator.status import TrainResult, parse_train_result, termination_message
+
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+
+
+async def ensure_workloads(
+    rt: Runtime, owner: builders.Owner, spec: Mapping[str, Any], *, force: bool
+) -> dict[str, dict[str, Any] | None]:
+    """Make the spec ConfigMap and the feed and sink Deployments match the spec.
+
+    Without `force`, objects that exist with the current spec hash are left alone (a timer
+    tick then costs two GETs, not three writes).
+
+    Returns:
+        The `feed` and `sink` Deployments as they are now.
+    """
+    configmap = builders.build_spec_configmap(owner, spec)
+    digest = configmap["metadata"]["annotations"][builders.ANNOTATION_SPEC_HASH]
+    deployments = {
+        "feed": builders.build_feed_deployment(owner, rt.settings, digest),
+        "sink": builders.build_sink_deployment(owner, rt.settings, digest),
+    }
+    current: dict[str, dict[str, Any] | None] = {}
+    for workload, manifest in deployments.items():
+        current[workload] = await rt.kube.get(
+            DEPLOYMENTS, owner.namespace, manifest["metadata"]["name"]
+        )
+    stale = force or any(
+        d is None
+        or (
+            (d["spec"]["template"]["metadata"].get("annotations") or {}).get(
+                builders.ANNOTATION_SPEC_HASH
+            )
+            != digest
+        )
+        for d in current.values()
+    )
+    if (
+        stale
+        or await rt.kube.get(CONFIGMAPS, owner.namespace, configmap["metadata"]["name"]) is None
+    ):
+        await rt.kube.apply(configmap)
+        for workload, manifest in deployments.items():
+            current[workload] = await rt.kube.apply(manifest)
+    return current
+
+
+async def owned_jobs(
+    kube: KubeApi, namespace: str, selector: str, uid: str
+) -> list[dict[str, Any]]:
+    """Jobs matching `selector` whose controller owner is the object with `uid`."""
+    jobs = await kube.list_objects(JOBS, namespace, selector)
+    return [
+        j
+        for j in jobs
+        if any(ref.get("uid") == uid for ref in j["metadata"].get("ownerReferences") or [])
+        and not j["metadata"].get("deletionTimestamp")
+    ]
+
+
+async def create_job(kube: KubeApi, manifest: Mapping[str, Any]) -> bool:
+    """Create a Job; False if a Job of that name exists already (a run is never duplicated)."""
+    return await kube.create(manifest)
+
+
+async def delete_jobs(kube: KubeApi, namespace: str, names: Iterable[str]) -> None:
+    """Delete Jobs; their Pods follow through the garbage collector."""
+    for name in names:
+        await kube.delete(JOBS, namespace, name)
+
+
+async def read_train_result(
+    rt: Runtime, job: Mapping[str, Any], model: Mapping[str, Any] | None
+) -> TrainResult | None:
+    """The train result of a finished Job: its Pod's termination message, else the MLflow run.
+
+    Args:
+        rt: the runtime.
+        job: the finished train Job.
+        model: the StockModel it trained (for the tracking URI), if it still exists.
+    """
+    namespace = job["metadata"]["namespace"]
+    name = job["metadata"]["name"]
+    for label in JOB_NAME_LABELS:
+        pods = await rt.kube.list_objects(PODS, namespace, f"{label}={name}")
+        pods.sort(key=lambda p: str(p["metadata"].get("creationTimestamp") or ""))
+        for pod in reversed(pods):
+            result = parse_train_result(termination_message(pod))
+            if result is not None:
+                return result
+    if model is None:
+        return None
+    mlflow = (model.get("spec") or {}).get("mlflow") or {}
+    uri = str(mlflow.get("trackingUri") or "")
+    experiment = str(mlflow.get("experiment") or mlflow.get("modelName") or "")
+    text = await registry.run_result_of_job(rt.http, uri, experiment, name)
+    return None if text is None else parse_train_result(text)
+
+
+async def write_status(
+    kube: KubeApi,
+    resource: Resource,
+    body: Mapping[str, Any],
+    desired: Mapping[str, Any],
+) -> bool:
+    """Merge `desired` into the object's status if anything differs; True if it wrote."""
+    current = body.get("status") or {}
+    changes = {k: v for k, v in desired.items() if current.get(k) != v}
+    if not changes:
+        return False
+    meta = body["metadata"]
+    await kube.patch_status(resource, meta["namespace"], meta["name"], changes)
+    return True
+
+
+def post_events(body: kopf.Body, events: Iterable[Event]) -> None:
+    """Post Events on the object (kopf sends them in the background)."""
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)

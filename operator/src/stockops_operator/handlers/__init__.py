@@ -1,0 +1,1 @@
+"""kopf handlers: each reads, calls a plan, and applies it."""

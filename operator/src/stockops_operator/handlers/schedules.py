@@ -1,0 +1,152 @@
+"""Reconcile one RetrainSchedule: start, replace and prune train Jobs; record their results.
+
+Read (the StockModel, the Jobs the schedule owns) -> `plans.plan_schedule` -> apply: delete
+(Replace, history limits), create (deterministic names: AlreadyExists is a no-op, so a
+restarted operator never duplicates a run), record the newest finished run's result (Pod
+termination message, else the MLflow run tagged with the Job's name) in the schedule's and
+the StockModel's status, write status, post Events.
+
+Called on create/update (a run-now annotation starts a run at once) and by a timer every
+`STOCKOPS_SCHEDULE_TICK_SECONDS`, so a scheduled run starts at most one tick late.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+from stockops_model.errors import SpecError
+from stockops_model.spec import RetrainScheduleSpec, describe_spec_error
+
+from stockops_operator import appliers, builders, metrics, plans, status
+from stockops_operator.handlers.stockmodels import record_training
+from stockops_operator.kubeapi import RETRAINSCHEDULES, STOCKMODELS, KubeApiError
+from stockops_operator.runtime import Runtime
+from stockops_operator.schedules import build_timing, parse_time
+
+KIND = "RetrainSchedule"
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+async def reconcile(body: kopf.Body, rt: Runtime, logger: Logger, *, event: bool) -> None:
+    """Bring one RetrainSchedule's Jobs and status in line with its spec and the clock."""
+    started = time.monotonic()
+    async with rt.lock(body["metadata"]["uid"]):
+        try:
+            await _reconcile(body, rt, logger, event=event)
+        except kopf.PermanentError:
+            metrics.RECONCILES.labels(KIND, "invalid").inc()
+            raise
+        except KubeApiError as exc:
+            metrics.RECONCILES.labels(KIND, "retry" if exc.retryable else "error").inc()
+            if exc.retryable:
+                raise kopf.TemporaryError(str(exc), delay=10) from exc
+            raise kopf.PermanentError(str(exc)) from exc
+        else:
+            metrics.RECONCILES.labels(KIND, "ok").inc()
+        finally:
+            metrics.RECONCILE_SECONDS.labels(KIND).observe(time.monotonic() - started)
+
+
+async def _invalid(
+    body: kopf.Body, rt: Runtime, logger: Logger, message: str, *, event: bool
+) -> None:
+    meta = body["metadata"]
+    conditions = status.set_condition(
+        (body.get("status") or {}).get("conditions") or [],
+        type_=status.READY,
+        status=False,
+        reason="InvalidSpec",
+        message=message,
+        generation=int(meta.get("generation") or 0),
+        now=datetime.now(UTC),
+    )
+    if await appliers.write_status(rt.kube, RETRAINSCHEDULES, body, {"conditions": conditions}):
+        appliers.post_events(body, [plans.Event("Warning", "InvalidSpec", message)])
+    logger.warning("invalid spec: %s", message)
+    if event:
+        raise kopf.PermanentError(message)
+
+
+async def _reconcile(body: kopf.Body, rt: Runtime, logger: Logger, *, event: bool) -> None:
+    meta = body["metadata"]
+    name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+    generation = int(meta.get("generation") or 0)
+    created = parse_time(meta.get("creationTimestamp")) or datetime.now(UTC)
+    try:
+        spec = RetrainScheduleSpec.model_validate(body.get("spec") or {})
+        timing = build_timing(spec, created)
+    except ValidationError as exc:
+        await _invalid(body, rt, logger, describe_spec_error(f"{KIND}/{name}", exc), event=event)
+        return
+    except SpecError as exc:
+        await _invalid(body, rt, logger, f"{KIND}/{name} {exc}", event=event)
+        return
+
+    model = await rt.kube.get(STOCKMODELS, namespace, spec.model_ref.name)
+    jobs = await appliers.owned_jobs(rt.kube, namespace, f"{builders.LABEL_SCHEDULE}={name}", uid)
+    current = body.get("status") or {}
+    plan = plans.plan_schedule(
+        name=name,
+        spec=spec,
+        timing=timing,
+        generation=generation,
+        created=created,
+        annotations=meta.get("annotations") or {},
+        status=current,
+        jobs=jobs,
+        model_exists=model is not None,
+        now=datetime.now(UTC),
+    )
+
+    await appliers.delete_jobs(rt.kube, namespace, plan.delete)
+    owner = builders.Owner.from_body(body)
+    for run in plan.create:
+        job = builders.build_train_job(
+            name=run.name,
+            schedule=owner,
+            spec=spec,
+            settings=rt.settings,
+            scheduled=run.scheduled,
+            run_now=run.run_now,
+        )
+        if await appliers.create_job(rt.kube, job):
+            trigger = "manual" if run.run_now is not None else "scheduled"
+            metrics.JOBS_CREATED.labels("train", trigger).inc()
+            logger.info("created train Job %s", run.name)
+
+    desired = dict(plan.status)
+    desired["conditions"] = status.set_condition(
+        current.get("conditions") or [],
+        type_=status.READY,
+        status=model is not None,
+        reason="Scheduling" if model is not None else "ModelNotFound",
+        message="suspended" if spec.suspend else f"next run {desired.get('nextScheduleTime')}",
+        generation=generation,
+        now=datetime.now(UTC),
+    )
+    if plan.record is not None:
+        job = next(j for j in jobs if j["metadata"]["name"] == plan.record)
+        result = await appliers.read_train_result(rt, job, model)
+        record = plans.run_record(job, result)
+        desired["lastRun"] = record
+        metrics.JOB_OUTCOMES.labels("train", record["outcome"]).inc()
+        if result is not None:
+            metrics.PROMOTIONS.labels(str(result.decision)).inc()
+        outcome = record["outcome"]
+        summary = f"run {plan.record} {outcome.lower()}"
+        if result is not None:
+            summary += f": {result.decision}; challenger {result.metrics}, naive {result.naive}"
+        plan.events.append(
+            plans.Event("Normal" if outcome == "Succeeded" else "Warning", f"Run{outcome}", summary)
+        )
+        if model is not None:
+            await record_training(rt, model, record)
+    await appliers.write_status(rt.kube, RETRAINSCHEDULES, body, desired)
+    appliers.post_events(body, plan.events)
+    for ev in plan.events:
+        logger.info("%s: %s", ev.reason, ev.message)

@@ -1,0 +1,78 @@
+"""The kopf entry module: registers the handlers, nothing else.
+
+Run it with `kopf run -m stockops_operator.main` (add `--standalone` or `--peering`), or with
+`python -m stockops_operator`, which takes namespace and peering from the settings. Each
+handler only hands the object to `handlers/`, where the work is done.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import kopf
+from stockops_model.spec import GROUP, VERSION
+
+from stockops_operator import metrics
+from stockops_operator.handlers import schedules, stockmodels
+from stockops_operator.kubeapi import KubeApi
+from stockops_operator.runtime import Runtime
+from stockops_operator.settings import load_settings
+
+SETTINGS = load_settings()
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Keep kopf's bookkeeping in annotations under stockops.io, open the clients."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="stockops.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="stockops.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    if SETTINGS.peering_name:
+        settings.peering.name = SETTINGS.peering_name
+    metrics.serve(SETTINGS.metrics_port)
+    memo.runtime = Runtime(
+        settings=SETTINGS,
+        kube=KubeApi.from_environment(),
+        http=httpx.AsyncClient(timeout=SETTINGS.mlflow_timeout_seconds),
+    )
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await memo.runtime.close()
+
+
+@kopf.on.create(GROUP, VERSION, "stockmodels")
+@kopf.on.update(GROUP, VERSION, "stockmodels")
+@kopf.on.resume(GROUP, VERSION, "stockmodels")
+async def stockmodel_changed(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    await stockmodels.reconcile(body, memo.runtime, logger, event=True)
+
+
+@kopf.timer(GROUP, VERSION, "stockmodels", interval=SETTINGS.model_poll_seconds, initial_delay=5)
+async def stockmodel_tick(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    await stockmodels.reconcile(body, memo.runtime, logger, event=False)
+
+
+@kopf.on.create(GROUP, VERSION, "retrainschedules")
+@kopf.on.update(GROUP, VERSION, "retrainschedules")
+@kopf.on.resume(GROUP, VERSION, "retrainschedules")
+async def schedule_changed(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    await schedules.reconcile(body, memo.runtime, logger, event=True)
+
+
+@kopf.timer(GROUP, VERSION, "retrainschedules", interval=SETTINGS.schedule_tick_seconds)
+async def schedule_tick(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    await schedules.reconcile(body, memo.runtime, logger, event=False)
+
+
+@kopf.on.delete(GROUP, VERSION, "stockmodels", optional=True)
+@kopf.on.delete(GROUP, VERSION, "retrainschedules", optional=True)
+async def forget(uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """Owned objects go through the garbage collector; only the in-memory lock is dropped."""
+    memo.runtime.forget(uid)

@@ -1,0 +1,400 @@
+"""What a reconcile should do, decided from what was read. Pure.
+
+`plan_schedule` takes a RetrainSchedule, the Jobs it owns and the clock, and returns the Jobs
+to create and delete, the Job whose result to record, the status to write and the Events to
+post. `plan_stockmodel` does the same for a StockModel from its Deployments, its deploy Jobs
+and the production version in MLflow. The handlers read, call a plan, and apply it; all the
+decisions (CronJob semantics, concurrency policy, history limits, conditions) live here and
+are unit-tested without an API server.
+
+Limits: the plans trust the Jobs they are given to be the ones the object owns (the handlers
+list them by label and owner uid).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from stockops_model.spec import ConcurrencyPolicy, RetrainScheduleSpec
+
+from stockops_operator import status as st
+from stockops_operator.builders import ANNOTATION_RUN_NOW, ANNOTATION_SCHEDULED, ANNOTATION_VERSION
+from stockops_operator.schedules import (
+    Timing,
+    deploy_job_name,
+    format_time,
+    manual_job_name,
+    parse_time,
+    plan_run,
+    scheduled_job_name,
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the reconciled object."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A train Job to create: for a scheduled instant, or for a run-now request."""
+
+    name: str
+    scheduled: datetime | None
+    run_now: str | None
+
+
+@dataclass
+class SchedulePlan:
+    """The outcome of `plan_schedule`."""
+
+    create: list[NewRun] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    record: str | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+
+def _meta(job: Mapping[str, Any]) -> Mapping[str, Any]:
+    return job.get("metadata") or {}
+
+
+def _name(job: Mapping[str, Any]) -> str:
+    return str(_meta(job)["name"])
+
+
+def _finished_at(job: Mapping[str, Any]) -> str:
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return str(cond.get("lastTransitionTime") or "")
+    return str(status.get("completionTime") or _meta(job).get("creationTimestamp") or "")
+
+
+def _started_at(job: Mapping[str, Any]) -> str:
+    annotations = _meta(job).get("annotations") or {}
+    return str(annotations.get(ANNOTATION_SCHEDULED) or _meta(job).get("creationTimestamp") or "")
+
+
+def plan_schedule(
+    *,
+    name: str,
+    spec: RetrainScheduleSpec,
+    timing: Timing,
+    generation: int,
+    created: datetime,
+    annotations: Mapping[str, str],
+    status: Mapping[str, Any],
+    jobs: Sequence[Mapping[str, Any]],
+    model_exists: bool,
+    now: datetime,
+) -> SchedulePlan:
+    """Decide the next step of one RetrainSchedule.
+
+    Scheduled runs follow `schedules.plan_run` (at most one catch-up run; missed runs past
+    startingDeadlineSeconds are skipped with an Event). The concurrency policy applies to
+    scheduled and run-now runs alike: Forbid waits for the active run to end (the run is not
+    lost: it starts after, if still within the deadline), Replace deletes the active runs,
+    Allow starts beside them. `suspend` stops scheduled runs only; a run-now request still
+    starts, as `kubectl create job --from=cronjob/...` does for a suspended CronJob.
+    """
+    plan = SchedulePlan()
+    by_name = {_name(j): j for j in jobs}
+    phases = {n: st.job_phase(j) for n, j in by_name.items()}
+    active = sorted(n for n, p in phases.items() if p == st.JobPhase.ACTIVE)
+
+    # The newest scheduled instant the Jobs or the status know of: after a crash between
+    # "Job created" and "status written", the Job's annotation still tells.
+    started = [parse_time(status.get("lastScheduleTime"))] + [
+        parse_time((_meta(j).get("annotations") or {}).get(ANNOTATION_SCHEDULED)) for j in jobs
+    ]
+    last_schedule_time = max((t for t in started if t is not None), default=None)
+    skipped = parse_time(status.get("lastSkippedTime"))
+    last_scheduled = max((t for t in (last_schedule_time, skipped) if t is not None), default=None)
+
+    def start(run: NewRun) -> bool:
+        """Apply the concurrency policy; True if the run is (or already was) started."""
+        if run.name in by_name:
+            return True
+        if active and spec.concurrency_policy == ConcurrencyPolicy.FORBID:
+            return False
+        if active and spec.concurrency_policy == ConcurrencyPolicy.REPLACE:
+            for old in active:
+                if old not in plan.delete:
+                    plan.delete.append(old)
+                    plan.events.append(
+                        Event("Normal", "RunReplaced", f"deleted active run {old} (Replace)")
+                    )
+            active.clear()
+        plan.create.append(run)
+        active.append(run.name)
+        what = "run-now request" if run.scheduled is None else format_time(run.scheduled)
+        plan.events.append(Event("Normal", "RunStarted", f"started train Job {run.name} ({what})"))
+        return True
+
+    blocked: str | None = None
+    handled_run_now = status.get("lastRunNow")
+    request = annotations.get(ANNOTATION_RUN_NOW)
+    if not model_exists:
+        plan.events.append(
+            Event("Warning", "ModelNotFound", f"StockModel {spec.model_ref.name} does not exist")
+        )
+    elif request and request != handled_run_now:
+        if start(NewRun(manual_job_name(name, request), None, request)):
+            handled_run_now = request
+        else:
+            blocked = "run-now"
+
+    next_run = None
+    if not spec.suspend:
+        run_plan = plan_run(
+            timing,
+            last_scheduled=last_scheduled,
+            created=created,
+            now=now,
+            starting_deadline_seconds=spec.starting_deadline_seconds,
+        )
+        next_run = run_plan.next_run
+        if run_plan.skipped is not None:
+            plan.status["lastSkippedTime"] = format_time(run_plan.skipped)
+            plan.events.append(
+                Event(
+                    "Warning",
+                    "MissedSchedule",
+                    f"missed the run of {format_time(run_plan.skipped)}: more than "
+                    f"startingDeadlineSeconds={spec.starting_deadline_seconds} late",
+                )
+            )
+        if run_plan.due is not None and model_exists:
+            run = NewRun(scheduled_job_name(name, run_plan.due), run_plan.due, None)
+            if start(run):
+                last_schedule_time = max(run_plan.due, last_schedule_time or run_plan.due)
+            else:
+                blocked = format_time(run_plan.due)
+
+    if blocked is not None and status.get("blockedRun") != blocked:
+        plan.events.append(
+            Event("Normal", "RunBlocked", f"run {blocked} waits: a run is active (Forbid)")
+        )
+
+    # Record the newest finished run once; its result is read by the handler.
+    finished = sorted(
+        (n for n, p in phases.items() if p != st.JobPhase.ACTIVE and n not in plan.delete),
+        key=lambda n: _finished_at(by_name[n]),
+    )
+    last_run = status.get("lastRun") or {}
+    if finished and last_run.get("job") != finished[-1]:
+        plan.record = finished[-1]
+
+    # History limits: keep the newest N finished runs of each outcome.
+    for outcome, limit in (
+        (st.JobPhase.SUCCEEDED, spec.successful_runs_history_limit),
+        (st.JobPhase.FAILED, spec.failed_runs_history_limit),
+    ):
+        done = [n for n in finished if phases[n] == outcome and n != plan.record]
+        keep = limit - (1 if plan.record is not None and phases[plan.record] == outcome else 0)
+        for old in done[: max(0, len(done) - max(keep, 0))]:
+            plan.delete.append(old)
+
+    succeeded_times = [
+        _finished_at(by_name[n]) for n in finished if phases[n] == st.JobPhase.SUCCEEDED
+    ]
+    last_success = max(
+        [t for t in [status.get("lastSuccessfulTime"), *succeeded_times] if t], default=None
+    )
+    plan.status.update(
+        {
+            "observedGeneration": generation,
+            "active": [{"name": n} for n in sorted(active)],
+            "lastScheduleTime": format_time(last_schedule_time) if last_schedule_time else None,
+            "lastSuccessfulTime": last_success,
+            "nextScheduleTime": format_time(next_run) if next_run else None,
+            "lastRunNow": handled_run_now,
+            "blockedRun": blocked,
+        }
+    )
+    return plan
+
+
+def run_record(job: Mapping[str, Any], result: st.TrainResult | None) -> dict[str, Any]:
+    """The `status.lastRun` of a finished train Job and its parsed result (if any)."""
+    phase = st.job_phase(job)
+    record: dict[str, Any] = {
+        "job": _name(job),
+        "outcome": str(phase),
+        "scheduledTime": _started_at(job),
+        "completionTime": _finished_at(job),
+    }
+    if phase == st.JobPhase.FAILED:
+        record["message"] = st.job_failure_message(job)
+    if result is not None:
+        record.update(result.to_status())
+    return record
+
+
+# --------------------------------------------------------------------------- StockModel
+
+
+@dataclass(frozen=True)
+class Registry:
+    """What MLflow said about the production alias: a version, none, or unreachable."""
+
+    version: str | None
+    error: str | None = None
+
+
+@dataclass
+class ModelPlan:
+    """The outcome of `plan_stockmodel`."""
+
+    deploy: str | None = None  # the production version to roll out now
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+
+def _available(deployment: Mapping[str, Any] | None) -> bool:
+    if deployment is None:
+        return False
+    return int((deployment.get("status") or {}).get("availableReplicas") or 0) >= 1
+
+
+def plan_stockmodel(
+    *,
+    name: str,
+    generation: int,
+    status: Mapping[str, Any],
+    deployments: Mapping[str, Mapping[str, Any] | None],
+    registry: Registry,
+    deploy_jobs: Sequence[Mapping[str, Any]],
+    now: datetime,
+) -> ModelPlan:
+    """Decide conditions, serving version and whether to launch a deploy Job.
+
+    Args:
+        name: the StockModel's name.
+        generation: its metadata.generation.
+        status: its current status.
+        deployments: the `feed` and `sink` Deployments as read (None when missing).
+        registry: the production alias in MLflow.
+        deploy_jobs: the deploy Jobs the model owns.
+        now: the clock.
+    """
+    plan = ModelPlan()
+    conditions: list[st.Condition] = [dict(c) for c in status.get("conditions") or []]
+
+    def put(type_: str, ok: bool | None, reason: str, message: str) -> None:
+        nonlocal conditions
+        conditions = st.set_condition(
+            conditions,
+            type_=type_,
+            status=ok,
+            reason=reason,
+            message=message,
+            generation=generation,
+            now=now,
+        )
+
+    missing = [w for w in ("feed", "sink") if not _available(deployments.get(w))]
+    if missing:
+        put(
+            st.INGESTING, False, "WorkloadsNotAvailable", f"not available yet: {', '.join(missing)}"
+        )
+    else:
+        put(st.INGESTING, True, "WorkloadsAvailable", "feed and sink are running")
+
+    production = registry.version
+    if registry.error is not None:
+        put(st.MODEL_AVAILABLE, None, "RegistryUnreachable", registry.error)
+        production = status.get("productionVersion")
+    elif production is None:
+        put(st.MODEL_AVAILABLE, False, "NoProductionModel", "no version has the production alias")
+    else:
+        put(st.MODEL_AVAILABLE, True, "ProductionModel", f"production is version {production}")
+
+    by_version: dict[str, Mapping[str, Any]] = {}
+    for job in sorted(deploy_jobs, key=lambda j: str(_meta(j).get("creationTimestamp") or "")):
+        version = (_meta(job).get("annotations") or {}).get(ANNOTATION_VERSION)
+        if version is not None:
+            by_version[str(version)] = job
+    serving = status.get("servingVersion")
+    succeeded = [
+        (_finished_at(j), v)
+        for v, j in by_version.items()
+        if st.job_phase(j) == st.JobPhase.SUCCEEDED
+    ]
+    if succeeded:
+        serving = max(succeeded)[1]
+
+    if production is None:
+        put(st.DEPLOYED, False, "NoProductionModel", "nothing to serve yet")
+    elif serving == production:
+        put(st.DEPLOYED, True, "Serving", f"version {serving} is serving")
+    else:
+        deploy_job = by_version.get(str(production))
+        if deploy_job is None:
+            plan.deploy = str(production)
+            put(st.DEPLOYED, False, "Deploying", f"rolling out version {production}")
+            plan.events.append(
+                Event(
+                    "Normal",
+                    "DeployStarted",
+                    f"production version {production} differs from serving version "
+                    f"{serving or 'none'}: started {deploy_job_name(name, str(production))}",
+                )
+            )
+        elif st.job_phase(deploy_job) == st.JobPhase.FAILED:
+            message = st.job_failure_message(deploy_job) or "the deploy Job failed"
+            put(st.DEPLOYED, False, "RolloutFailed", f"version {production}: {message}")
+        else:
+            put(st.DEPLOYED, False, "Deploying", f"rolling out version {production}")
+
+    ready = all(
+        (st.find_condition(conditions, t) or {}).get("status") == "True"
+        for t in (st.INGESTING, st.MODEL_AVAILABLE, st.DEPLOYED)
+    )
+    if ready:
+        put(st.READY, True, "Ready", f"ingesting and serving version {serving}")
+    else:
+        waiting = [
+            t
+            for t in (st.INGESTING, st.MODEL_AVAILABLE, st.DEPLOYED)
+            if (st.find_condition(conditions, t) or {}).get("status") != "True"
+        ]
+        put(st.READY, False, "NotReady", f"waiting for: {', '.join(waiting)}")
+
+    for cond in st.changed_conditions(status.get("conditions") or [], conditions):
+        kind = "Normal" if cond["status"] == "True" else "Warning"
+        if cond["reason"] in ("Deploying", "WorkloadsNotAvailable", "NoProductionModel"):
+            kind = "Normal"
+        plan.events.append(Event(kind, str(cond["reason"]), f"{cond['type']}: {cond['message']}"))
+
+    plan.status = {
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "productionVersion": production,
+        "servingVersion": serving,
+    }
+    return plan
+
+
+def invalid_spec_status(
+    status: Mapping[str, Any], *, generation: int, message: str, now: datetime
+) -> dict[str, Any]:
+    """Status of a StockModel whose spec does not validate: Ready False, reason InvalidSpec."""
+    conditions = st.set_condition(
+        status.get("conditions") or [],
+        type_=st.READY,
+        status=False,
+        reason="InvalidSpec",
+        message=message,
+        generation=generation,
+        now=now,
+    )
+    return {"observedGeneration": generation, "conditions": conditions}

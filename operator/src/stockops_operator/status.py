@@ -1,0 +1,226 @@
+"""Status of the custom resources: conditions, Job outcomes and train results. Pure.
+
+Conditions follow the Kubernetes API conventions (`type`, `status` True/False/Unknown,
+`reason` in CamelCase, `message`, `lastTransitionTime`, `observedGeneration`): the transition
+time changes only when the status does, so `kubectl wait --for=condition=Ready` and GitOps
+health checks behave.
+
+The train Job reports one JSON line (its last stdout line, also written to the Pod's
+termination message). `parse_train_result` reads it tolerantly and keeps what a user needs:
+promoted or kept, the version, and the challenger's metrics beside the naive forecast's.
+
+Limits: nothing here talks to the API server; callers pass the objects they read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from stockops_operator.schedules import format_time
+
+READY = "Ready"
+INGESTING = "Ingesting"
+MODEL_AVAILABLE = "ModelAvailable"
+DEPLOYED = "Deployed"
+STOCKMODEL_CONDITIONS = (READY, INGESTING, MODEL_AVAILABLE, DEPLOYED)
+
+Condition = dict[str, Any]
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    *,
+    type_: str,
+    status: bool | None,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> list[Condition]:
+    """Return `conditions` with the condition `type_` set; other conditions are kept.
+
+    `status` None means Unknown. The transition time is kept when the status is unchanged.
+    """
+    text = "Unknown" if status is None else ("True" if status else "False")
+    out: list[Condition] = []
+    found = False
+    for cond in conditions:
+        if cond.get("type") != type_:
+            out.append(dict(cond))
+            continue
+        found = True
+        same = cond.get("status") == text
+        out.append(
+            {
+                "type": type_,
+                "status": text,
+                "reason": reason,
+                "message": message,
+                "observedGeneration": generation,
+                "lastTransitionTime": cond.get("lastTransitionTime", format_time(now))
+                if same
+                else format_time(now),
+            }
+        )
+    if not found:
+        out.append(
+            {
+                "type": type_,
+                "status": text,
+                "reason": reason,
+                "message": message,
+                "observedGeneration": generation,
+                "lastTransitionTime": format_time(now),
+            }
+        )
+    return out
+
+
+def find_condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
+    """The condition of type `type_`, or None."""
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def changed_conditions(
+    before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """Conditions of `after` whose status or reason differ from `before`: each one an Event."""
+    out = []
+    for cond in after:
+        old = find_condition(before, str(cond["type"]))
+        if old is None or (old.get("status"), old.get("reason")) != (
+            cond["status"],
+            cond["reason"],
+        ):
+            out.append(cond)
+    return out
+
+
+class JobPhase(StrEnum):
+    ACTIVE = "Active"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+def job_phase(job: Mapping[str, Any]) -> JobPhase:
+    """A Job's phase from its status conditions (Complete / Failed), as `kubectl` shows it."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            return JobPhase.SUCCEEDED
+        if cond.get("type") == "Failed":
+            return JobPhase.FAILED
+    return JobPhase.ACTIVE
+
+
+def job_failure_message(job: Mapping[str, Any]) -> str:
+    """Reason and message of a failed Job's Failed condition ('' if there is none)."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            return f"{cond.get('reason', '')}: {cond.get('message', '')}".strip(": ")
+    return ""
+
+
+class Decision(StrEnum):
+    PROMOTED = "promoted"
+    KEPT = "kept"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one train run decided, as recorded in status.
+
+    Attributes:
+        decision: promoted (the production alias moved) or kept.
+        version: the registered model version of the challenger, if any.
+        metrics: challenger metrics, e.g. {"rmse": "0.0123"}.
+        naive: the naive (last-close) forecast's metrics on the same windows.
+        champion: the previous production model's metrics, if there was one.
+        reason: the gate's explanation, if given.
+    """
+
+    decision: Decision
+    version: str | None
+    metrics: dict[str, str]
+    naive: dict[str, str]
+    champion: dict[str, str]
+    reason: str
+
+    def to_status(self) -> dict[str, Any]:
+        """The camelCase status form (numbers as decimal strings: no floats in CRDs)."""
+        out: dict[str, Any] = {
+            "decision": str(self.decision),
+            "metrics": self.metrics,
+            "naive": self.naive,
+        }
+        if self.version is not None:
+            out["version"] = self.version
+        if self.champion:
+            out["champion"] = self.champion
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+def _numbers(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {
+        str(k): format(v, ".6g") if isinstance(v, float) else str(v)
+        for k, v in value.items()
+        if isinstance(v, int | float | str) and not isinstance(v, bool)
+    }
+
+
+def parse_train_result(text: str) -> TrainResult | None:
+    """Read the train Job's JSON line: the last line of `text` that is a JSON object.
+
+    Accepted keys: `promoted` (bool) or `decision` ("promoted"/"kept"); `version`;
+    `metrics` (challenger), `naive` and `champion` (objects of numbers); `reason`.
+    A `metrics` object with `naive_*` keys is split into the two sides.
+
+    Returns:
+        The result, or None when no line is a JSON object (a run that crashed early).
+    """
+    for line in reversed(text.strip().splitlines()):
+        try:
+            payload = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(payload, dict):
+            return _result_from(payload)
+    return None
+
+
+def _result_from(payload: Mapping[str, Any]) -> TrainResult:
+    promoted = payload.get("promoted")
+    if not isinstance(promoted, bool):
+        promoted = str(payload.get("decision", "")).lower() == Decision.PROMOTED
+    metrics = _numbers(payload.get("metrics"))
+    naive = _numbers(payload.get("naive"))
+    for key in [k for k in metrics if k.startswith("naive_")]:
+        naive.setdefault(key.removeprefix("naive_"), metrics.pop(key))
+    version = payload.get("version", payload.get("modelVersion"))
+    return TrainResult(
+        decision=Decision.PROMOTED if promoted else Decision.KEPT,
+        version=None if version is None else str(version),
+        metrics=metrics,
+        naive=naive,
+        champion=_numbers(payload.get("champion")),
+        reason=str(payload.get("reason", "")),
+    )
+
+
+def termination_message(pod: Mapping[str, Any]) -> str:
+    """The termination message of a Pod's first terminated container ('' if none)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        if terminated.get("message"):
+            return str(terminated["message"])
+    return ""
