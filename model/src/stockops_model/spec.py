@@ -1,11 +1,18 @@
-"""The specs of the two custom resources, `StockModel` and `RetrainSchedule` (stockops.io/v1alpha1).
+"""The custom resources `StockModel` and `RetrainSchedule` (stockops.io/v1alpha1): spec and status.
 
 These pydantic models are the one definition shared by the operator, the workloads and local
-mode; the CRD schemas in `crds/` must agree with them (a test compares both field by field).
-Field names are camelCase on the wire (as in Kubernetes) and snake_case in Python.
+mode. The CRD schemas in `crds/` are generated from them by `stockops_model.crds`, so the two
+cannot drift (a test regenerates and compares). Field names are camelCase on the wire (as in
+Kubernetes) and snake_case in Python.
 
-Following the Kubernetes API conventions there are no floats in specs: thresholds are basis
-points (1 bp = 0.01 %) and the learning rate is a decimal string.
+Cross-field rules are written twice, side by side: once as a pydantic validator (used by
+`stockops up`, the workloads and the operator) and once as a Kubernetes CEL rule (`cel(...)`,
+evaluated by the API server). The unit and end-to-end tests check that both reject the same
+specs. CEL cannot tell whether a time zone exists in all versions, so `timeZone` has a pattern
+plus a CEL rule that asks CEL's own time-zone database; `zoneinfo` is the final judge here.
+
+Following the Kubernetes API conventions there are no floats in specs or status: thresholds are
+basis points (1 bp = 0.01 %), the learning rate and metrics are decimal strings.
 
 `load_manifests` reads YAML manifests (a file, a directory or `STOCKOPS_SPEC_JSON`) and returns
 validated resources; every validation error names the field, e.g.
@@ -19,7 +26,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
@@ -48,8 +55,72 @@ TICKER_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,14}$"
 TOPIC_PATTERN = r"^[a-zA-Z0-9._\-]{1,200}$"
 MODEL_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._\-]{0,62}$"
 DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+# Five cron fields, or one of the macros CronJob accepts (no @every: that is `interval`).
+CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+( +\S+){4})$"
+# An IANA zone name such as UTC, America/New_York, America/Argentina/Buenos_Aires or
+# Etc/GMT+5; offsets such as +01:00 (which CEL would accept) are excluded.
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}$"
+DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
-Ticker = Annotated[str, Field(pattern=TICKER_PATTERN, description="Ticker symbol, upper case")]
+# Longest object names: generated children (`<name>-feed`, `<name>-deploy-<version>`, Job names
+# with a schedule hash) must stay within the 63 characters of a label value, like CronJob's 52.
+STOCKMODEL_NAME_MAX = 45
+RETRAINSCHEDULE_NAME_MAX = 52
+
+Ticker = Annotated[
+    str, Field(pattern=TICKER_PATTERN, max_length=15, description="Ticker symbol, upper case")
+]
+Percent = Annotated[int, Field(ge=1, le=100, description="Traffic percentage.")]
+
+
+def cel(
+    rule: str,
+    message: str,
+    *,
+    field_path: str | None = None,
+    reason: str | None = None,
+) -> dict[str, str]:
+    """One Kubernetes CEL validation rule (`x-kubernetes-validations` entry).
+
+    Args:
+        rule: the CEL expression; `self` is the object the rule is declared on, `oldSelf`
+            its previous value (a transition rule, checked on update only).
+        message: what the API server answers when the rule fails; name the field.
+        field_path: JSON path, relative to `self`, of the field the error is reported on.
+        reason: `FieldValueInvalid` (default), `FieldValueForbidden`, `FieldValueRequired`
+            or `FieldValueDuplicate`.
+    """
+    entry = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    if reason is not None:
+        entry["reason"] = reason
+    return entry
+
+
+def k8s(
+    *rules: dict[str, str],
+    list_type: Literal["atomic", "set", "map"] | None = None,
+    list_map_keys: list[str] | None = None,
+) -> dict[str, Any]:
+    """Kubernetes schema extensions for a field or a model (`json_schema_extra`)."""
+    extra: dict[str, Any] = {}
+    if rules:
+        extra["x-kubernetes-validations"] = list(rules)
+    if list_type is not None:
+        extra["x-kubernetes-list-type"] = list_type
+    if list_map_keys is not None:
+        extra["x-kubernetes-list-map-keys"] = list_map_keys
+    return extra
 
 
 class SpecModel(BaseModel):
@@ -68,6 +139,22 @@ class SpecModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class StatusModel(BaseModel):
+    """Base of status models: camelCase aliases; unknown fields ignored so that an operator
+    reading a status written by a newer version does not fail."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        use_enum_values=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The camelCase JSON form, as written to the status subresource."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 # --------------------------------------------------------------------------- StockModel
 
 
@@ -83,6 +170,7 @@ class KafkaSpec(SpecModel):
     bootstrap_servers: str = Field(
         default="kafka:9092",
         min_length=1,
+        max_length=1024,
         description="Comma-separated host:port list of the Kafka bootstrap servers.",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = Field(
@@ -92,6 +180,7 @@ class KafkaSpec(SpecModel):
     sasl_secret_name: str | None = Field(
         default=None,
         max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
         description="Secret with keys `username` and `password` for SASL PLAIN (Event Hubs).",
     )
 
@@ -110,9 +199,20 @@ class YahooSpec(SpecModel):
 class ReplaySpec(SpecModel):
     """Replay of recorded 1-minute bar files through the live interface."""
 
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            cel(
+                "!has(self.start) || !has(self.end) || self.start <= self.end",
+                "start must not be after end",
+                field_path=".start",
+            )
+        )
+    )
+
     path: str = Field(
         default="examples/data",
         min_length=1,
+        max_length=4096,
         description="File or directory of recorded bars (Alpha Vantage CSV or NinjaTrader format).",
     )
     speed: int = Field(
@@ -125,12 +225,21 @@ class ReplaySpec(SpecModel):
     end: date | None = Field(default=None, description="Last trading day to replay (inclusive).")
     regular_hours: bool = Field(default=True, description="Replay regular trading hours only.")
 
+    @model_validator(mode="after")
+    def _start_before_end(self) -> Self:
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError("start must not be after end")
+        return self
+
 
 class SyntheticSpec(SpecModel):
     """Seeded geometric Brownian motion bars, for examples that need no data files."""
 
     seed: int = Field(
-        default=7, ge=0, description="Random seed; the same seed gives the same bars."
+        default=7,
+        ge=0,
+        le=2**31 - 1,
+        description="Random seed; the same seed gives the same bars.",
     )
     days: int = Field(default=5, ge=1, le=3650, description="Number of trading days to generate.")
     start_date: date = Field(default=date(2024, 1, 2), description="First trading day.")
@@ -144,7 +253,10 @@ class SourceSpec(SpecModel):
 
     type: SourceKind = Field(default=SourceKind.SYNTHETIC, description="The market-data source.")
     topic: str = Field(
-        default="stockops.bars", pattern=TOPIC_PATTERN, description="Kafka topic of closed bars."
+        default="stockops.bars",
+        pattern=TOPIC_PATTERN,
+        max_length=200,
+        description="Kafka topic of closed bars.",
     )
     kafka: KafkaSpec = Field(default_factory=KafkaSpec, description="Kafka connection.")
     yahoo: YahooSpec = Field(default_factory=YahooSpec, description="Settings of the yahoo source.")
@@ -159,22 +271,43 @@ class SourceSpec(SpecModel):
 class StorageSpec(SpecModel):
     """Where day objects of bars live: an Azure Blob container, or a local directory."""
 
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            cel(
+                "has(self.account) == has(self.container)",
+                "account and container must be set together",
+                field_path=".container",
+            ),
+            cel(
+                "has(self.account) != has(self.path)",
+                "set exactly one of account+container (Blob) or path (local)",
+                field_path=".path",
+            ),
+        )
+    )
+
     account: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9]{3,24}$",
+        max_length=24,
         description="Azure Storage account (with `container`), reached with workload identity.",
     )
     container: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9][a-z0-9\-]{1,61}[a-z0-9]$",
+        max_length=63,
         description="Blob container name (with `account`).",
     )
     path: str | None = Field(
-        default=None, min_length=1, description="Local directory instead of Blob (local mode)."
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="Local directory instead of Blob (local mode).",
     )
     prefix: str = Field(
         default="bars",
         pattern=r"^[a-zA-Z0-9._\-]+(/[a-zA-Z0-9._\-]+)*$",
+        max_length=512,
         description="Path prefix of the day objects: {prefix}/{symbol}/{yyyy}/{mm}/{dd}.parquet.",
     )
 
@@ -212,8 +345,28 @@ DEFAULT_PERIODS: dict[str, int] = {
 }
 
 
+def _cel_effective_period(var: str) -> str:
+    """CEL for `IndicatorSpec.effective_period` of the list item `var` (0 when it has none)."""
+    periods = ", ".join(f"'{name}': {p}" for name, p in DEFAULT_PERIODS.items())
+    return (
+        f"(has({var}.period) ? {var}.period : "
+        f"({var}.name in {{{periods}}} ? {{{periods}}}[{var}.name] : 0))"
+    )
+
+
 class IndicatorSpec(SpecModel):
     """One input feature of the network."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            cel(
+                "!has(self.period) || !(self.name in ['close', 'macd'])",
+                "period is not allowed for close and macd",
+                field_path=".period",
+                reason="FieldValueForbidden",
+            )
+        )
+    )
 
     name: IndicatorName = Field(description="Indicator to compute per ticker, causally.")
     period: int | None = Field(
@@ -265,6 +418,14 @@ class FeaturesSpec(SpecModel):
         min_length=1,
         max_length=32,
         description="Indicators computed per ticker; a one-hot ticker column is added per ticker.",
+        json_schema_extra=k8s(
+            cel(
+                "self.all(a, self.exists_one(b, b.name == a.name && "
+                f"{_cel_effective_period('b')} == {_cel_effective_period('a')}))",
+                "indicators must be unique (same name and effective period)",
+                reason="FieldValueDuplicate",
+            )
+        ),
     )
     window: int = Field(default=32, ge=4, le=1024, description="Bars per input window.")
 
@@ -286,13 +447,27 @@ class Target(StrEnum):
 class TrainingSpec(SpecModel):
     """Network and training hyperparameters (defaults measured on a 2-core CPU machine)."""
 
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            cel(
+                "self.validationBps + self.testBps <= 6000",
+                "validationBps + testBps must leave at least 40% for training",
+                field_path=".testBps",
+            )
+        )
+    )
+
     units: int = Field(default=50, ge=1, le=1024, description="LSTM units.")
     epochs: int = Field(default=30, ge=1, le=1000, description="Maximum epochs (early stopping).")
     batch_size: int = Field(default=256, ge=1, le=65536, description="Windows per gradient step.")
     learning_rate: str = Field(
         default="0.001",
         pattern=r"^[0-9]*\.?[0-9]+([eE]-?[0-9]+)?$",
-        description="Adam learning rate as a decimal string (no floats in specs).",
+        max_length=32,
+        description="Adam learning rate as a decimal string in (0, 1] (no floats in specs).",
+        json_schema_extra=k8s(
+            cel("double(self) > 0.0 && double(self) <= 1.0", "learningRate must be in (0, 1]")
+        ),
     )
     patience: int = Field(
         default=3,
@@ -300,7 +475,9 @@ class TrainingSpec(SpecModel):
         le=100,
         description="Epochs without validation improvement before stopping.",
     )
-    seed: int = Field(default=42, ge=0, description="Seed for weights, shuffling and splits.")
+    seed: int = Field(
+        default=42, ge=0, le=2**31 - 1, description="Seed for weights, shuffling and splits."
+    )
     lookback_days: int = Field(
         default=90, ge=1, le=3650, description="Trading days of bars read for one training run."
     )
@@ -333,11 +510,16 @@ class MlflowSpec(SpecModel):
     """Where runs are tracked and the model is registered."""
 
     tracking_uri: str = Field(
-        default="http://mlflow:5000", min_length=1, description="MLflow tracking server URI."
+        default="http://mlflow:5000",
+        min_length=1,
+        max_length=2048,
+        description="MLflow tracking server URI.",
     )
     model_name: str = Field(
         pattern=MODEL_NAME_PATTERN,
+        max_length=63,
         description="Registered model name; immutable once set.",
+        json_schema_extra=k8s(cel("self == oldSelf", "modelName is immutable")),
     )
     experiment: str | None = Field(
         default=None, max_length=256, description="Experiment name; defaults to the model name."
@@ -388,20 +570,43 @@ class ServingTarget(StrEnum):
 class AzureMLSpec(SpecModel):
     """An Azure ML online endpoint (managed, or Kubernetes/AKS)."""
 
-    subscription_id: str = Field(min_length=1, description="Azure subscription ID.")
-    resource_group: str = Field(min_length=1, description="Resource group of the workspace.")
-    workspace: str = Field(min_length=1, description="Azure ML workspace name.")
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            cel(
+                "(self.endpointKind == 'kubernetes') == has(self.compute)",
+                "compute is required for, and only for, endpointKind kubernetes",
+                field_path=".compute",
+            )
+        )
+    )
+
+    subscription_id: str = Field(
+        pattern=UUID_PATTERN, max_length=36, description="Azure subscription ID (a GUID)."
+    )
+    resource_group: str = Field(
+        min_length=1, max_length=90, description="Resource group of the workspace."
+    )
+    workspace: str = Field(min_length=1, max_length=260, description="Azure ML workspace name.")
     endpoint_name: str = Field(
         pattern=r"^[a-zA-Z][a-zA-Z0-9\-]{1,30}[a-zA-Z0-9]$",
+        max_length=32,
         description="Online endpoint name (3-32 characters, unique in the region).",
     )
     endpoint_kind: Literal["managed", "kubernetes"] = Field(
         default="managed", description="Managed online endpoint, or Kubernetes (AKS) endpoint."
     )
     compute: str | None = Field(
-        default=None, description="Attached Kubernetes compute name (endpointKind kubernetes)."
+        default=None,
+        min_length=1,
+        max_length=260,
+        description="Attached Kubernetes compute name (endpointKind kubernetes).",
     )
-    instance_type: str = Field(default="Standard_DS3_v2", description="VM size or instance type.")
+    instance_type: str = Field(
+        default="Standard_DS3_v2",
+        min_length=1,
+        max_length=128,
+        description="VM size or instance type.",
+    )
     instance_count: int = Field(default=1, ge=1, le=100, description="Instances per deployment.")
 
     @model_validator(mode="after")
@@ -414,27 +619,62 @@ class AzureMLSpec(SpecModel):
 class KServeSpec(SpecModel):
     """A KServe InferenceService running `stockops serve`."""
 
-    namespace: str | None = Field(default=None, description="Namespace; defaults to the model's.")
-    service_account_name: str | None = Field(default=None, description="ServiceAccount of pods.")
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            cel(
+                "self.minReplicas <= self.maxReplicas",
+                "minReplicas must not exceed maxReplicas",
+                field_path=".minReplicas",
+            )
+        )
+    )
+
+    namespace: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=63,
+        description="Namespace; defaults to the model's.",
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+        description="ServiceAccount of the predictor pods.",
+    )
     min_replicas: int = Field(default=1, ge=0, le=100, description="Minimum replicas.")
     max_replicas: int = Field(default=3, ge=1, le=100, description="Maximum replicas.")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        return self
 
 
 class LocalServingSpec(SpecModel):
     """The local scoring server (`stockops serve`), used by `stockops up`."""
 
-    host: str = Field(default="127.0.0.1", description="Address to bind.")
+    host: str = Field(
+        default="127.0.0.1", min_length=1, max_length=253, description="Address to bind."
+    )
     port: int = Field(default=8080, ge=1, le=65535, description="Port to bind.")
 
 
 class RolloutSpec(SpecModel):
     """How a new version takes traffic."""
 
-    canary_steps: list[int] = Field(
+    canary_steps: list[Percent] = Field(
         default_factory=lambda: [10, 50, 100],
         min_length=1,
         max_length=10,
         description="Traffic percentages of the new version, increasing, ending at 100.",
+        json_schema_extra=k8s(
+            cel(
+                "self.isSorted() && self.all(x, self.exists_one(y, y == x))",
+                "canarySteps must be strictly increasing",
+            ),
+            cel("self[size(self) - 1] == 100", "the last of canarySteps must be 100"),
+        ),
     )
     readiness_timeout_seconds: int = Field(
         default=900, ge=10, le=7200, description="Wait for the new version to become ready."
@@ -447,17 +687,26 @@ class RolloutSpec(SpecModel):
     @field_validator("canary_steps")
     @classmethod
     def _increasing_to_100(cls, steps: list[int]) -> list[int]:
-        if any(not 1 <= s <= 100 for s in steps):
-            raise ValueError("each step is a percentage in 1..100")
         if any(b <= a for a, b in itertools.pairwise(steps)):
-            raise ValueError("steps must be strictly increasing")
+            raise ValueError("canarySteps must be strictly increasing")
         if steps[-1] != 100:
-            raise ValueError("the last step must be 100")
+            raise ValueError("the last of canarySteps must be 100")
         return steps
 
 
 class ServingSpec(SpecModel):
     """Where the production model is served and how it is rolled out."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            cel(
+                "self.target != 'azureml' || has(self.azureml)",
+                "target azureml requires the azureml settings",
+                field_path=".azureml",
+                reason="FieldValueRequired",
+            )
+        )
+    )
 
     target: ServingTarget = Field(default=ServingTarget.LOCAL, description="Serving target.")
     azureml: AzureMLSpec | None = Field(default=None, description="Settings of target azureml.")
@@ -474,11 +723,108 @@ class ServingSpec(SpecModel):
         return self
 
 
+class PullPolicy(StrEnum):
+    ALWAYS = "Always"
+    IF_NOT_PRESENT = "IfNotPresent"
+    NEVER = "Never"
+
+
+class ResourceQuantities(SpecModel):
+    """CPU and memory as Kubernetes quantities (strings such as `500m`, `2Gi`)."""
+
+    cpu: str | None = Field(
+        default=None, pattern=QUANTITY_PATTERN, max_length=32, description="CPU, e.g. 500m."
+    )
+    memory: str | None = Field(
+        default=None, pattern=QUANTITY_PATTERN, max_length=32, description="Memory, e.g. 2Gi."
+    )
+
+
+class ResourcesSpec(SpecModel):
+    """Compute requests and limits of one workload's container."""
+
+    requests: ResourceQuantities | None = Field(
+        default=None, description="Requested resources; chart defaults when omitted."
+    )
+    limits: ResourceQuantities | None = Field(
+        default=None, description="Resource limits; chart defaults when omitted."
+    )
+
+
+class SecretEnvVar(SpecModel):
+    """An environment variable read from a Secret key (connection strings, API keys)."""
+
+    name: str = Field(
+        pattern=ENV_NAME_PATTERN, max_length=128, description="Environment variable name."
+    )
+    secret_name: str = Field(
+        pattern=DNS_SUBDOMAIN_PATTERN, max_length=253, description="Secret in the same namespace."
+    )
+    key: str = Field(
+        pattern=r"^[-._a-zA-Z0-9]+$", max_length=253, description="Key within the Secret."
+    )
+    optional: bool = Field(default=False, description="Start even if the Secret or key is absent.")
+
+
+class WorkloadRuntimeSpec(SpecModel):
+    """Settings of one workload's pods (feed, sink, train, deploy or serve)."""
+
+    resources: ResourcesSpec | None = Field(
+        default=None, description="Requests and limits; the chart's defaults when omitted."
+    )
+    env: list[SecretEnvVar] | None = Field(
+        default=None,
+        max_length=32,
+        description="Extra environment variables from Secrets, for this workload only.",
+        json_schema_extra=k8s(list_type="map", list_map_keys=["name"]),
+    )
+
+
+class RuntimeSpec(SpecModel):
+    """How the operator runs this model's workloads; every field falls back to chart defaults."""
+
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Workload image (`stockops` console script); the chart's default if omitted.",
+    )
+    image_pull_policy: PullPolicy | None = Field(
+        default=None, description="Image pull policy of the workload containers."
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+        description="ServiceAccount of the workload pods (federated for Azure workload identity).",
+    )
+    azure_client_id: str | None = Field(
+        default=None,
+        pattern=UUID_PATTERN,
+        max_length=36,
+        description="Client ID of the managed identity the pods use through workload identity.",
+    )
+    env: list[SecretEnvVar] | None = Field(
+        default=None,
+        max_length=32,
+        description="Environment variables from Secrets for every workload.",
+        json_schema_extra=k8s(list_type="map", list_map_keys=["name"]),
+    )
+    feed: WorkloadRuntimeSpec | None = Field(default=None, description="The feed Deployment.")
+    sink: WorkloadRuntimeSpec | None = Field(default=None, description="The sink Deployment.")
+    train: WorkloadRuntimeSpec | None = Field(default=None, description="The train Jobs.")
+    deploy: WorkloadRuntimeSpec | None = Field(default=None, description="The deploy Jobs.")
+    serve: WorkloadRuntimeSpec | None = Field(default=None, description="The serve Deployment.")
+
+
 class StockModelSpec(SpecModel):
     """What to forecast, from which data, and where to serve it."""
 
     tickers: list[Ticker] = Field(
-        min_length=1, max_length=500, description="Tickers forecast by this one model."
+        min_length=1,
+        max_length=500,
+        description="Tickers forecast by this one model.",
+        json_schema_extra=k8s(list_type="set"),
     )
     interval: Literal["1m"] = Field(default="1m", description="Bar interval.")
     source: SourceSpec = Field(default_factory=SourceSpec, description="Market-data source.")
@@ -495,6 +841,9 @@ class StockModelSpec(SpecModel):
     mlflow: MlflowSpec = Field(description="Tracking and registry.")
     promotion: PromotionSpec = Field(default_factory=PromotionSpec, description="Promotion gate.")
     serving: ServingSpec = Field(default_factory=ServingSpec, description="Serving target.")
+    runtime: RuntimeSpec = Field(
+        default_factory=RuntimeSpec, description="Images, identities and resources of workloads."
+    )
 
     @field_validator("tickers")
     @classmethod
@@ -502,6 +851,182 @@ class StockModelSpec(SpecModel):
         if len(set(tickers)) != len(tickers):
             raise ValueError("tickers must be unique")
         return tickers
+
+
+# --------------------------------------------------------------------------- statuses
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class StockModelConditionType(StrEnum):
+    """The condition types of a StockModel."""
+
+    READY = "Ready"
+    INGESTING = "Ingesting"
+    MODEL_AVAILABLE = "ModelAvailable"
+    DEPLOYED = "Deployed"
+
+
+class Condition(StatusModel):
+    """One observation of the object's state (the shape of metav1.Condition)."""
+
+    type: str = Field(
+        pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=316, description="Condition type."
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        pattern=CONDITION_REASON_PATTERN,
+        max_length=1024,
+        description="CamelCase reason of the last transition.",
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+    last_transition_time: datetime = Field(description="When status last changed.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the condition was set for."
+    )
+
+
+def _conditions_field() -> Any:
+    return Field(
+        default=None,
+        max_length=16,
+        description="Current conditions, one per type.",
+        json_schema_extra=k8s(list_type="map", list_map_keys=["type"]),
+    )
+
+
+class Decision(StrEnum):
+    PROMOTED = "promoted"
+    KEPT = "kept"
+
+
+class Metrics(StatusModel):
+    """Forecast errors of one model on the evaluation bars, as decimal strings."""
+
+    rmse: str | None = Field(
+        default=None, pattern=DECIMAL_PATTERN, max_length=32, description="Root mean square error."
+    )
+    mae: str | None = Field(
+        default=None, pattern=DECIMAL_PATTERN, max_length=32, description="Mean absolute error."
+    )
+    mase: str | None = Field(
+        default=None,
+        pattern=DECIMAL_PATTERN,
+        max_length=32,
+        description="Mean absolute scaled error (against the naive forecast).",
+    )
+    directional_accuracy: str | None = Field(
+        default=None,
+        pattern=DECIMAL_PATTERN,
+        max_length=32,
+        description="Share of bars whose direction of move was forecast right (0-1).",
+    )
+
+
+class TrainingMetrics(StatusModel):
+    """The challenger's metrics side by side with the naive forecast and the champion."""
+
+    model: Metrics | None = Field(default=None, description="The newly trained challenger.")
+    naive: Metrics | None = Field(default=None, description="The last-close (naive) forecast.")
+    champion: Metrics | None = Field(
+        default=None, description="The production model before the run, if there was one."
+    )
+
+
+class LastTraining(StatusModel):
+    """The result of the latest finished training run."""
+
+    run_id: str | None = Field(default=None, max_length=64, description="MLflow run ID.")
+    job_name: str | None = Field(default=None, max_length=63, description="The train Job.")
+    challenger_version: str | None = Field(
+        default=None, max_length=32, description="Registered model version of the challenger."
+    )
+    decision: Decision | None = Field(default=None, description="promoted or kept.")
+    reason: str | None = Field(
+        default=None, max_length=1024, description="Why the gate decided so."
+    )
+    metrics: TrainingMetrics | None = Field(default=None, description="Metrics side by side.")
+    finished_at: datetime | None = Field(default=None, description="When the run finished.")
+
+
+class StockModelStatus(StatusModel):
+    """What the operator observed of a StockModel."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation last reconciled."
+    )
+    conditions: list[Condition] | None = _conditions_field()
+    production_version: str | None = Field(
+        default=None, max_length=32, description="Version under the MLflow `production` alias."
+    )
+    serving_version: str | None = Field(
+        default=None, max_length=32, description="Version the serving target answers with."
+    )
+    last_training: LastTraining | None = Field(
+        default=None, description="The latest finished training run."
+    )
+    endpoint_url: str | None = Field(
+        default=None, max_length=2048, description="Scoring URL of the serving target."
+    )
+
+
+class JobReference(StatusModel):
+    """A Job started for a schedule."""
+
+    name: str = Field(max_length=63, description="Job name.")
+    uid: str | None = Field(default=None, max_length=64, description="Job UID.")
+    scheduled_time: datetime | None = Field(
+        default=None, description="The schedule time the Job runs for."
+    )
+
+
+class RunOutcome(StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class LastRun(StatusModel):
+    """The latest finished run of a RetrainSchedule."""
+
+    job_name: str = Field(max_length=63, description="The train Job.")
+    outcome: RunOutcome = Field(description="Succeeded or Failed.")
+    decision: Decision | None = Field(
+        default=None, description="promoted or kept (Succeeded runs)."
+    )
+    reason: str | None = Field(
+        default=None, max_length=1024, description="The gate's reason, or why the run failed."
+    )
+    metrics: TrainingMetrics | None = Field(default=None, description="Metrics side by side.")
+    finished_at: datetime | None = Field(default=None, description="When the run finished.")
+
+
+class RetrainScheduleStatus(StatusModel):
+    """What the operator observed of a RetrainSchedule (CronJob's status, plus the result)."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation last reconciled."
+    )
+    conditions: list[Condition] | None = _conditions_field()
+    last_schedule_time: datetime | None = Field(
+        default=None, description="Scheduled time of the latest started run."
+    )
+    last_successful_time: datetime | None = Field(
+        default=None, description="When the latest successful run finished."
+    )
+    next_schedule_time: datetime | None = Field(
+        default=None, description="Next scheduled run (none while suspended)."
+    )
+    active: list[JobReference] | None = Field(
+        default=None,
+        max_length=100,
+        description="Runs in progress.",
+        json_schema_extra=k8s(list_type="map", list_map_keys=["name"]),
+    )
+    last_run: LastRun | None = Field(default=None, description="The latest finished run.")
 
 
 # --------------------------------------------------------------------------- RetrainSchedule
@@ -514,28 +1039,63 @@ class ConcurrencyPolicy(StrEnum):
 
 
 class ModelRef(SpecModel):
-    name: str = Field(min_length=1, max_length=253, description="Name of the StockModel.")
+    """A reference to a StockModel in the same namespace."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=STOCKMODEL_NAME_MAX,
+        pattern=DNS_LABEL_PATTERN,
+        description="Name of the StockModel.",
+    )
 
 
 class RetrainScheduleSpec(SpecModel):
     """When to retrain one StockModel; CronJob semantics where they apply."""
 
+    model_config = ConfigDict(
+        json_schema_extra=k8s(
+            cel(
+                "has(self.schedule) != has(self.interval)",
+                "set exactly one of schedule and interval",
+            )
+        )
+    )
+
     model_ref: ModelRef = Field(description="The StockModel to retrain (same namespace).")
     schedule: str | None = Field(
-        default=None, description="Cron expression (5 fields); exactly one of schedule, interval."
+        default=None,
+        pattern=CRON_PATTERN,
+        max_length=128,
+        description="Cron expression (5 fields); exactly one of schedule, interval.",
     )
     interval: str | None = Field(
         default=None,
         pattern=DURATION_PATTERN,
+        max_length=32,
         description="Fixed interval such as 15m or 1h30m; exactly one of schedule, interval.",
+        json_schema_extra=k8s(cel("self.matches('[1-9]')", "interval must be positive, e.g. 15m")),
     )
-    time_zone: str = Field(default="UTC", description="IANA time zone of the cron schedule.")
+    time_zone: str = Field(
+        default="UTC",
+        pattern=TIME_ZONE_PATTERN,
+        max_length=64,
+        description="IANA time zone of the cron schedule, e.g. America/New_York.",
+        json_schema_extra=k8s(
+            # Evaluating getHours in the zone fails for a zone CEL does not know; the API server
+            # then reports "unknown time zone" on this field.
+            cel(
+                "self != 'Local' && timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0",
+                "timeZone must be an IANA time zone such as America/New_York",
+            )
+        ),
+    )
     concurrency_policy: ConcurrencyPolicy = Field(
         default=ConcurrencyPolicy.FORBID, description="What to do when a run is still active."
     )
     starting_deadline_seconds: int | None = Field(
         default=None,
         ge=0,
+        le=2**31 - 1,
         description="A run missed by more than this is skipped; at most one catch-up run.",
     )
     suspend: bool = Field(default=False, description="Pause scheduling (active runs go on).")
@@ -601,8 +1161,16 @@ class Metadata(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+def _check_name(metadata: Metadata, longest: int) -> None:
+    if len(metadata.name) > longest or re.fullmatch(DNS_LABEL_PATTERN, metadata.name) is None:
+        raise ValueError(
+            f"metadata.name must be a DNS label of at most {longest} characters "
+            "(names of the Jobs and Deployments are derived from it)"
+        )
+
+
 class StockModel(BaseModel):
-    """A StockModel manifest: metadata plus a validated spec."""
+    """A StockModel manifest: metadata plus a validated spec (and status, when read back)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -612,10 +1180,16 @@ class StockModel(BaseModel):
     kind: Literal["StockModel"] = "StockModel"
     metadata: Metadata
     spec: StockModelSpec
+    status: StockModelStatus | None = None
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> Self:
+        _check_name(self.metadata, STOCKMODEL_NAME_MAX)
+        return self
 
 
 class RetrainSchedule(BaseModel):
-    """A RetrainSchedule manifest: metadata plus a validated spec."""
+    """A RetrainSchedule manifest: metadata plus a validated spec (and status, when read back)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -625,6 +1199,12 @@ class RetrainSchedule(BaseModel):
     kind: Literal["RetrainSchedule"] = "RetrainSchedule"
     metadata: Metadata
     spec: RetrainScheduleSpec
+    status: RetrainScheduleStatus | None = None
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> Self:
+        _check_name(self.metadata, RETRAINSCHEDULE_NAME_MAX)
+        return self
 
 
 Resource = StockModel | RetrainSchedule
@@ -658,14 +1238,15 @@ def describe_spec_error(what: str, exc: ValidationError) -> str:
     """One line per error: `Kind/name spec.training.batchSize: reason` (camelCase paths)."""
     lines = []
     for err in exc.errors(include_url=False):
-        path = ".".join(_camel(p) for p in err["loc"])
+        path = "".join(_camel(p) for p in err["loc"]).removeprefix(".")
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"{what} {path}: {msg}" if path else f"{what}: {msg}")
     return "\n".join(lines)
 
 
 def _camel(part: int | str) -> str:
-    return f"[{part}]" if isinstance(part, int) else to_camel(part)
+    """One step of a Kubernetes-style field path: `.batchSize` or `[0]`."""
+    return f"[{part}]" if isinstance(part, int) else f".{to_camel(part)}"
 
 
 def _documents_in(path: Path) -> Iterable[Mapping[str, Any]]:
