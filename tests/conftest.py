@@ -1,0 +1,101 @@
+"""Session fixtures for the real services: Kafka, Azurite and the MLflow tracking server.
+
+Each service starts lazily, the first time a test asks for its fixture, and once per session;
+a unit test run starts nothing. The services are installed on first use into the cache
+(`STOCKOPS_CACHE`, default `~/.cache/stockops`; `make services` fills it ahead of pytest) and
+keep their data and logs under pytest's temporary folder, so a failed run can be read after.
+
+A test that uses one of these fixtures gets the matching marker (kafka, azurite, mlflow) even
+if it forgot it, so `-m "not kafka"` deselects it reliably.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from stockops_model.testing import (
+    Azurite,
+    KafkaBroker,
+    MlflowServer,
+    start_azurite,
+    start_kafka,
+    start_mlflow_server,
+)
+
+_MARKER_OF_FIXTURE = {
+    "kafka": "kafka",
+    "kafka_topic": "kafka",
+    "azurite": "azurite",
+    "blob_container": "azurite",
+    "mlflow_server": "mlflow",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        for fixture, marker in _MARKER_OF_FIXTURE.items():
+            if fixture in fixtures and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """One real Kafka broker (KRaft) for the session; `.bootstrap` is its address.
+
+    A test may `stop()`/`start()` or `kill()`/`start()` it (same port, same data), and must
+    leave it running.
+    """
+    broker = start_kafka(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """One real Azurite blob emulator for the session (`.connection_string`, `.blob_endpoint`)."""
+    emulator = start_azurite(tmp_path_factory.mktemp("azurite"))
+    try:
+        yield emulator
+    finally:
+        emulator.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """One real MLflow tracking server for the session; `.tracking_uri` is its address."""
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def kafka_topic(kafka: KafkaBroker, request: pytest.FixtureRequest) -> str:
+    """A topic name no other test uses (created on first use: auto-creation is on)."""
+    stem = re.sub(r"[^a-zA-Z0-9._-]+", "-", request.node.name)[:80].strip("-.")
+    return f"t-{stem}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def blob_container(azurite: Azurite) -> Iterator[str]:
+    """A new, empty container in Azurite for one test, deleted afterwards; yields its name."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.blob import BlobServiceClient
+
+    name = f"t-{uuid.uuid4().hex[:20]}"
+    with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        service.create_container(name)
+        try:
+            yield name
+        finally:
+            # The test may have deleted it itself.
+            with contextlib.suppress(ResourceNotFoundError):
+                service.delete_container(name)
