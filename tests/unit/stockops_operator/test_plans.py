@@ -1,0 +1,361 @@
+"""Reconcile decisions: concurrency policies, restarts, run-now, history, StockModel status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from stockops_model.spec import RetrainScheduleSpec
+from stockops_operator import plans
+from stockops_operator.builders import ANNOTATION_RUN_NOW, ANNOTATION_SCHEDULED, ANNOTATION_VERSION
+from stockops_operator.schedules import (
+    CronTiming,
+    format_time,
+    manual_job_name,
+    scheduled_job_name,
+)
+from stockops_operator.status import TrainResult, parse_train_result
+
+HOURLY = CronTiming("0 * * * *", ZoneInfo("UTC"))
+CREATED = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
+T1 = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
+T2 = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
+
+
+def spec(**fields: object) -> RetrainScheduleSpec:
+    return RetrainScheduleSpec.model_validate(
+        {"modelRef": {"name": "demo"}, "schedule": "0 * * * *", **fields}
+    )
+
+
+def job(
+    name: str,
+    *,
+    scheduled: datetime | None = None,
+    phase: str | None = None,
+    finished: datetime | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    notes = dict(annotations or {})
+    if scheduled is not None:
+        notes[ANNOTATION_SCHEDULED] = format_time(scheduled)
+    conditions = []
+    if phase is not None:
+        conditions.append(
+            {
+                "type": phase,
+                "status": "True",
+                "lastTransitionTime": format_time(finished or T1),
+                "reason": "BackoffLimitExceeded" if phase == "Failed" else "",
+                "message": "Job has reached the specified backoff limit"
+                if phase == "Failed"
+                else "",
+            }
+        )
+    return {
+        "metadata": {
+            "name": name,
+            "annotations": notes,
+            "creationTimestamp": format_time(scheduled or T1),
+        },
+        "status": {"conditions": conditions},
+    }
+
+
+def plan(
+    *,
+    now: datetime,
+    jobs: list[dict[str, Any]] | None = None,
+    status: Mapping[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    model_exists: bool = True,
+    **fields: object,
+) -> plans.SchedulePlan:
+    return plans.plan_schedule(
+        name="hourly",
+        spec=spec(**fields),
+        timing=HOURLY,
+        generation=3,
+        created=CREATED,
+        annotations=annotations or {},
+        status=status or {},
+        jobs=jobs or [],
+        model_exists=model_exists,
+        now=now,
+    )
+
+
+def test_first_scheduled_run_is_created_with_its_deterministic_name() -> None:
+    p = plan(now=T1 + timedelta(seconds=3))
+    assert [r.name for r in p.create] == [scheduled_job_name("hourly", T1)]
+    assert p.create[0].scheduled == T1
+    assert p.status["lastScheduleTime"] == format_time(T1)
+    assert p.status["nextScheduleTime"] == format_time(T2)
+    assert p.status["active"] == [{"name": scheduled_job_name("hourly", T1)}]
+    assert p.status["observedGeneration"] == 3
+    assert [e.reason for e in p.events] == ["RunStarted"]
+
+
+def test_restart_after_job_created_but_before_status_written_creates_nothing() -> None:
+    # The operator died right after creating the Job: status knows nothing, the Job does.
+    running = job(scheduled_job_name("hourly", T1), scheduled=T1)
+    p = plan(now=T1 + timedelta(minutes=5), jobs=[running], status={})
+    assert p.create == []
+    assert p.status["lastScheduleTime"] == format_time(T1)
+    assert p.status["active"] == [{"name": running["metadata"]["name"]}]
+
+
+def test_forbid_does_not_start_a_second_run_and_reports_it_once() -> None:
+    running = job(scheduled_job_name("hourly", T1), scheduled=T1)
+    p = plan(now=T2 + timedelta(seconds=1), jobs=[running], concurrencyPolicy="Forbid")
+    assert p.create == []
+    assert p.delete == []
+    assert p.status["lastScheduleTime"] == format_time(T1)  # the T2 run is still owed
+    assert [e.reason for e in p.events] == ["RunBlocked"]
+    again = plan(
+        now=T2 + timedelta(seconds=20), jobs=[running], status=p.status, concurrencyPolicy="Forbid"
+    )
+    assert again.events == []
+
+
+def test_forbid_starts_the_owed_run_when_the_active_one_ends() -> None:
+    done = job(scheduled_job_name("hourly", T1), scheduled=T1, phase="Complete", finished=T2)
+    p = plan(now=T2 + timedelta(minutes=10), jobs=[done], concurrencyPolicy="Forbid")
+    assert [r.scheduled for r in p.create] == [T2]
+
+
+def test_replace_deletes_the_active_run_and_starts_the_new_one() -> None:
+    running = job(scheduled_job_name("hourly", T1), scheduled=T1)
+    p = plan(now=T2 + timedelta(seconds=1), jobs=[running], concurrencyPolicy="Replace")
+    assert p.delete == [running["metadata"]["name"]]
+    assert [r.name for r in p.create] == [scheduled_job_name("hourly", T2)]
+    assert p.status["active"] == [{"name": scheduled_job_name("hourly", T2)}]
+
+
+def test_allow_runs_beside_the_active_run() -> None:
+    running = job(scheduled_job_name("hourly", T1), scheduled=T1)
+    p = plan(now=T2 + timedelta(seconds=1), jobs=[running], concurrencyPolicy="Allow")
+    assert p.delete == []
+    assert len(p.create) == 1
+    assert len(p.status["active"]) == 2
+
+
+def test_suspend_stops_scheduled_runs_but_not_run_now() -> None:
+    suspended = plan(now=T2 + timedelta(seconds=1), suspend=True)
+    assert suspended.create == []
+    assert suspended.status["nextScheduleTime"] is None
+    asked = plan(
+        now=T2 + timedelta(seconds=1), suspend=True, annotations={ANNOTATION_RUN_NOW: "please-1"}
+    )
+    assert [r.name for r in asked.create] == [manual_job_name("hourly", "please-1")]
+    assert asked.status["lastRunNow"] == "please-1"
+
+
+def test_run_now_is_handled_once_per_annotation_value() -> None:
+    now = T1 - timedelta(minutes=10)
+    first = plan(now=now, annotations={ANNOTATION_RUN_NOW: "x"})
+    assert len(first.create) == 1
+    again = plan(now=now, annotations={ANNOTATION_RUN_NOW: "x"}, status=first.status)
+    assert again.create == []
+
+
+def test_run_now_waits_under_forbid_and_is_not_lost() -> None:
+    running = job(scheduled_job_name("hourly", T1), scheduled=T1)
+    now = T1 + timedelta(minutes=5)
+    p = plan(now=now, jobs=[running], annotations={ANNOTATION_RUN_NOW: "x"})
+    assert p.create == []
+    assert p.status["lastRunNow"] is None
+    done = job(running["metadata"]["name"], scheduled=T1, phase="Complete", finished=now)
+    later = plan(now=now, jobs=[done], annotations={ANNOTATION_RUN_NOW: "x"}, status=p.status)
+    assert [r.run_now for r in later.create] == ["x"]
+
+
+def test_no_run_while_the_model_is_missing() -> None:
+    p = plan(now=T1 + timedelta(seconds=1), model_exists=False)
+    assert p.create == []
+    assert [e.reason for e in p.events] == ["ModelNotFound"]
+
+
+def test_starting_deadline_skips_a_late_run_with_a_warning() -> None:
+    p = plan(
+        now=T2 + timedelta(minutes=30),
+        status={"lastScheduleTime": format_time(T1)},
+        startingDeadlineSeconds=60,
+    )
+    assert p.create == []
+    assert p.status["lastSkippedTime"] == format_time(T2)
+    assert [(e.type, e.reason) for e in p.events] == [("Warning", "MissedSchedule")]
+    # Reported once: the skipped instant now counts as handled.
+    again = plan(now=T2 + timedelta(minutes=31), status=p.status, startingDeadlineSeconds=60)
+    assert again.events == []
+    assert again.create == []
+
+
+def test_the_newest_finished_run_is_recorded_once() -> None:
+    a = job("hourly-a", scheduled=T1, phase="Complete", finished=T1 + timedelta(minutes=5))
+    b = job("hourly-b", scheduled=T2, phase="Failed", finished=T2 + timedelta(minutes=5))
+    now = T2 + timedelta(minutes=6)
+    p = plan(now=now, jobs=[a, b], status={"lastScheduleTime": format_time(T2)})
+    assert p.record == "hourly-b"
+    assert p.status["lastSuccessfulTime"] == format_time(T1 + timedelta(minutes=5))
+    again = plan(
+        now=now,
+        jobs=[a, b],
+        status={"lastScheduleTime": format_time(T2), "lastRun": {"job": "hourly-b"}},
+    )
+    assert again.record is None
+
+
+def test_history_limits_delete_the_oldest_finished_runs() -> None:
+    base = T1
+    jobs = [
+        job(f"ok-{i}", scheduled=base, phase="Complete", finished=base + timedelta(minutes=i))
+        for i in range(5)
+    ] + [
+        job(f"bad-{i}", scheduled=base, phase="Failed", finished=base + timedelta(minutes=10 + i))
+        for i in range(3)
+    ]
+    p = plan(
+        now=base + timedelta(minutes=30),
+        jobs=jobs,
+        status={"lastScheduleTime": format_time(base), "lastRun": {"job": "bad-2"}},
+        successfulRunsHistoryLimit=2,
+        failedRunsHistoryLimit=1,
+    )
+    assert sorted(p.delete) == ["bad-0", "bad-1", "ok-0", "ok-1", "ok-2"]
+
+
+def test_run_record_puts_metrics_beside_the_naive_forecast() -> None:
+    done = job("hourly-a", scheduled=T1, phase="Complete", finished=T1 + timedelta(minutes=5))
+    result = parse_train_result(
+        'epoch 30/30\n{"promoted": true, "version": 4, "metrics": {"rmse": 0.0123, '
+        '"naive_rmse": 0.0131}, "champion": {"rmse": 0.0129}}'
+    )
+    assert isinstance(result, TrainResult)
+    record = plans.run_record(done, result)
+    assert record["outcome"] == "Succeeded"
+    assert record["decision"] == "promoted"
+    assert record["version"] == "4"
+    assert record["metrics"] == {"rmse": "0.0123"}
+    assert record["naive"] == {"rmse": "0.0131"}
+    assert record["scheduledTime"] == format_time(T1)
+
+
+def test_run_record_of_a_failed_run_says_why() -> None:
+    failed = job("hourly-a", scheduled=T1, phase="Failed")
+    record = plans.run_record(failed, None)
+    assert record["outcome"] == "Failed"
+    assert "backoff limit" in record["message"]
+    assert "decision" not in record
+
+
+# --------------------------------------------------------------------------- StockModel
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+AVAILABLE = {"status": {"availableReplicas": 1}}
+
+
+def deploy_job(version: str, phase: str | None = None) -> dict[str, Any]:
+    return job(f"demo-deploy-v{version}", phase=phase, annotations={ANNOTATION_VERSION: version})
+
+
+def model_plan(
+    *,
+    registry: plans.Registry,
+    deploy_jobs: list[dict[str, Any]] | None = None,
+    status: Mapping[str, Any] | None = None,
+    deployments: Mapping[str, Any] | None = None,
+) -> plans.ModelPlan:
+    return plans.plan_stockmodel(
+        name="demo",
+        generation=2,
+        status=status or {},
+        deployments=deployments
+        if deployments is not None
+        else {"feed": AVAILABLE, "sink": AVAILABLE},
+        registry=registry,
+        deploy_jobs=deploy_jobs or [],
+        now=NOW,
+    )
+
+
+def conditions(p: plans.ModelPlan) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in p.status["conditions"]}
+
+
+def test_a_new_production_version_launches_one_deploy_job() -> None:
+    p = model_plan(registry=plans.Registry("3"), status={"servingVersion": "2"})
+    assert p.deploy == "3"
+    assert conditions(p)["Deployed"] == ("False", "Deploying")
+    assert conditions(p)["Ready"][0] == "False"
+    assert "DeployStarted" in [e.reason for e in p.events]
+    running = model_plan(registry=plans.Registry("3"), deploy_jobs=[deploy_job("3")])
+    assert running.deploy is None
+
+
+def test_a_finished_deploy_makes_the_model_ready() -> None:
+    p = model_plan(registry=plans.Registry("3"), deploy_jobs=[deploy_job("3", "Complete")])
+    assert p.deploy is None
+    assert p.status["servingVersion"] == "3"
+    assert p.status["productionVersion"] == "3"
+    assert all(c[0] == "True" for c in conditions(p).values())
+    assert all(c["observedGeneration"] == 2 for c in p.status["conditions"])
+
+
+def test_a_failed_deploy_is_not_retried_and_says_why() -> None:
+    p = model_plan(
+        registry=plans.Registry("3"),
+        status={"servingVersion": "2"},
+        deploy_jobs=[deploy_job("3", "Failed")],
+    )
+    assert p.deploy is None
+    assert conditions(p)["Deployed"] == ("False", "RolloutFailed")
+    assert p.status["servingVersion"] == "2"
+
+
+def test_no_production_model_yet() -> None:
+    p = model_plan(registry=plans.Registry(None))
+    assert p.deploy is None
+    assert conditions(p)["ModelAvailable"] == ("False", "NoProductionModel")
+
+
+def test_unreachable_registry_is_unknown_and_keeps_the_last_known_version() -> None:
+    p = model_plan(
+        registry=plans.Registry(None, "connection refused"),
+        status={"productionVersion": "2", "servingVersion": "2"},
+    )
+    assert conditions(p)["ModelAvailable"] == ("Unknown", "RegistryUnreachable")
+    assert p.deploy is None
+    assert p.status["productionVersion"] == "2"
+
+
+def test_ingesting_waits_for_both_deployments() -> None:
+    p = model_plan(registry=plans.Registry(None), deployments={"feed": AVAILABLE, "sink": None})
+    assert conditions(p)["Ingesting"] == ("False", "WorkloadsNotAvailable")
+
+
+def test_events_only_when_a_condition_changes_and_transition_time_is_kept() -> None:
+    first = model_plan(registry=plans.Registry("3"), deploy_jobs=[deploy_job("3", "Complete")])
+    later = plans.plan_stockmodel(
+        name="demo",
+        generation=2,
+        status=first.status,
+        deployments={"feed": AVAILABLE, "sink": AVAILABLE},
+        registry=plans.Registry("3"),
+        deploy_jobs=[deploy_job("3", "Complete")],
+        now=NOW + timedelta(hours=1),
+    )
+    assert later.events == []
+    assert later.status == first.status
+
+
+def test_invalid_spec_status_names_the_reason() -> None:
+    status = plans.invalid_spec_status(
+        {}, generation=4, message="StockModel/demo spec.tickers: Field required", now=NOW
+    )
+    (ready,) = status["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "InvalidSpec")
+    assert "spec.tickers" in ready["message"]
+    assert status["observedGeneration"] == 4

@@ -1,0 +1,102 @@
+"""Conditions, Job phases and the train result line."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from stockops_operator import status as st
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_transition_time_changes_only_with_the_status() -> None:
+    first = st.set_condition(
+        [], type_="Ready", status=False, reason="A", message="m", generation=1, now=T0
+    )
+    same = st.set_condition(
+        first,
+        type_="Ready",
+        status=False,
+        reason="B",
+        message="n",
+        generation=2,
+        now=T0 + timedelta(hours=1),
+    )
+    flipped = st.set_condition(
+        same,
+        type_="Ready",
+        status=True,
+        reason="C",
+        message="o",
+        generation=2,
+        now=T0 + timedelta(hours=2),
+    )
+    assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert same[0]["observedGeneration"] == 2
+    assert same[0]["reason"] == "B"
+    assert flipped[0]["lastTransitionTime"] == "2026-01-01T02:00:00Z"
+    assert flipped[0]["status"] == "True"
+
+
+def test_other_conditions_are_kept_and_unknown_is_spelled_out() -> None:
+    out = st.set_condition(
+        [{"type": "Ingesting", "status": "True"}],
+        type_="Deployed",
+        status=None,
+        reason="R",
+        message="",
+        generation=1,
+        now=T0,
+    )
+    assert [c["type"] for c in out] == ["Ingesting", "Deployed"]
+    assert out[1]["status"] == "Unknown"
+
+
+def test_job_phase_from_conditions() -> None:
+    assert st.job_phase({}) == st.JobPhase.ACTIVE
+    done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    failed = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "DeadlineExceeded",
+                    "message": "too long",
+                }
+            ]
+        }
+    }
+    assert st.job_phase(done) == st.JobPhase.SUCCEEDED
+    assert st.job_phase(failed) == st.JobPhase.FAILED
+    assert st.job_failure_message(failed) == "DeadlineExceeded: too long"
+
+
+def test_train_result_takes_the_last_json_line() -> None:
+    text = (
+        'loading\n{"not": "this"}\nnoise\n{"decision": "kept", "metrics": {"rmse": 2}, '
+        '"naive": {"rmse": 1.5}, "reason": "worse than naive"}\n'
+    )
+    result = st.parse_train_result(text)
+    assert result is not None
+    assert result.decision == st.Decision.KEPT
+    assert result.metrics == {"rmse": "2"}
+    assert result.naive == {"rmse": "1.5"}
+    assert result.to_status()["reason"] == "worse than naive"
+
+
+def test_no_json_line_means_no_result() -> None:
+    assert st.parse_train_result("Traceback (most recent call last):\n  boom") is None
+    assert st.parse_train_result("") is None
+
+
+def test_termination_message_of_a_pod() -> None:
+    pod = {
+        "status": {
+            "containerStatuses": [
+                {"state": {"terminated": {"exitCode": 0, "message": '{"promoted": false}'}}}
+            ]
+        }
+    }
+    assert st.termination_message(pod) == '{"promoted": false}'
+    assert st.termination_message({"status": {}}) == ""
