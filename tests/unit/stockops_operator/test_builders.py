@@ -27,6 +27,7 @@ def spec() -> dict[str, Any]:
 
 def container(manifest: dict[str, Any]) -> dict[str, Any]:
     (only,) = manifest["spec"]["template"]["spec"]["containers"]
+    assert isinstance(only, dict)
     return only
 
 
