@@ -44,6 +44,9 @@ def _require_number(value: object) -> object:
     # a file that is a string or a boolean is a producer bug worth surfacing.
     if isinstance(value, bool | str | bytes):
         raise ValueError(f"must be a number, got {type(value).__name__} {value!r}")
+    # Checked here because pydantic's `gt` runs first and calls NaN "not greater than 0".
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
     return value
 
 

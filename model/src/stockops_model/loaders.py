@@ -248,9 +248,7 @@ def is_regular_hours(ts: datetime) -> bool:
     return bool(regular_hours_mask(pd.DatetimeIndex([ts]))[0])
 
 
-def _finish(
-    raw: pd.DataFrame, ts: pd.Series, symbol: str, source: str, path: Path
-) -> pd.DataFrame:
+def _finish(raw: pd.DataFrame, ts: pd.Series, symbol: str, source: str, path: Path) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "symbol": symbol,

@@ -179,8 +179,8 @@ class SyntheticSource:
         clock: what to sleep on when `speed` is set.
         speed: None or 0 = as fast as possible; S > 0 = S simulated seconds per second.
         source: the `source` label of the bars.
-        **params: fields of `SyntheticParams` (seed, start, days, bars_per_day,
-            start_price, drift, volatility, base_volume).
+        seed, start, days, bars_per_day, start_price, drift, volatility, base_volume:
+            the fields of `SyntheticParams` (start None = its default date).
     """
 
     name = "synthetic"
@@ -193,7 +193,7 @@ class SyntheticSource:
         speed: float | None = None,
         source: str = "synthetic",
         seed: int = 0,
-        start: date | str = SyntheticParams.start,
+        start: date | str | None = None,
         days: int | None = SyntheticParams.days,
         bars_per_day: int = SyntheticParams.bars_per_day,
         start_price: float = SyntheticParams.start_price,
@@ -205,7 +205,9 @@ class SyntheticSource:
             raise SpecError("synthetic source: at least one symbol is needed")
         if speed is not None and speed < 0:
             raise SpecError(f"synthetic source: speed must be >= 0, got {speed}")
-        if isinstance(start, str):
+        if start is None:
+            start = SyntheticParams.start
+        elif isinstance(start, str):
             try:
                 start = date.fromisoformat(start)
             except ValueError:
