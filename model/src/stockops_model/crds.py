@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -392,6 +393,9 @@ def repository_root() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
+REFERENCE_DOC = Path("docs") / "crds.md"
+
+
 def output_dirs(root: Path) -> list[Path]:
     """Where the CRDs are written: `crds/`, the only source, and the chart's verbatim copy."""
     return [root / "crds", root / "charts" / "stockops" / "crds"]
@@ -405,6 +409,9 @@ def stale_files(root: Path) -> list[Path]:
             path = directory / definition.file_name
             if not path.is_file() or path.read_text() != render_crd(definition):
                 stale.append(path)
+    doc = root / REFERENCE_DOC
+    if doc.is_file() and doc.read_text() != _with_reference(doc.read_text()):
+        stale.append(doc)
     return stale
 
 
@@ -417,7 +424,99 @@ def write_crds(root: Path) -> list[Path]:
             path = directory / definition.file_name
             path.write_text(render_crd(definition))
             written.append(path)
+    doc = root / REFERENCE_DOC
+    if doc.is_file():
+        doc.write_text(_with_reference(doc.read_text()))
+        written.append(doc)
     return written
+
+
+REFERENCE_BEGIN = "<!-- BEGIN GENERATED FIELD REFERENCE (python -m stockops_model.crds) -->"
+REFERENCE_END = "<!-- END GENERATED FIELD REFERENCE -->"
+
+
+def _type_of(node: Mapping[str, Any]) -> str:
+    kind = str(node.get("type", ""))
+    if kind == "array":
+        return f"[]{_type_of(node['items'])}"
+    if kind == "object" and "additionalProperties" in node:
+        return f"map[string]{_type_of(node['additionalProperties'])}"
+    return f"{kind} ({node['format']})" if "format" in node else kind
+
+
+def _constraints_of(node: Mapping[str, Any]) -> str:
+    parts = []
+    if "enum" in node:
+        parts.append(", ".join(f"`{v}`" for v in node["enum"]))
+    for key, label in (
+        ("minimum", ">="),
+        ("maximum", "<="),
+        ("minLength", "len >="),
+        ("maxLength", "len <="),
+        ("minItems", "items >="),
+        ("maxItems", "items <="),
+    ):
+        if key in node:
+            parts.append(f"{label} {node[key]}")
+    if "pattern" in node:
+        parts.append("pattern `" + str(node["pattern"]).replace("|", "\\|") + "`")
+    if node.get("x-kubernetes-list-type") in ("set", "map"):
+        keys = node.get("x-kubernetes-list-map-keys")
+        parts.append("unique" + (f" by {', '.join(keys)}" if keys else ""))
+    for rule in node.get("x-kubernetes-validations", []):
+        parts.append(f"rule: {rule['message']}")
+    return "; ".join(parts)
+
+
+def _reference_rows(node: Mapping[str, Any], path: str) -> list[str]:
+    rows = []
+    required = set(node.get("required", []))
+    for name, child in node.get("properties", {}).items():
+        child_path = f"{path}.{name}"
+        default = child.get("default")
+        shown = "" if default is None else "`" + json.dumps(default, separators=(",", ":")) + "`"
+        if len(shown) > 40 and isinstance(default, list):
+            shown = f"{len(default)} items (see the model)"
+        flag = " (required)" if name in required else ""
+        description = str(child.get("description", "")).replace("|", "\\|")
+        rows.append(
+            f"| `{child_path}`{flag} | {_type_of(child)} | {shown} | "
+            f"{_constraints_of(child)} | {description} |"
+        )
+        target = child["items"] if child.get("type") == "array" else child
+        if target is not child and "properties" not in target and _constraints_of(target):
+            rows.append(
+                f"| `{child_path}[]` | {_type_of(target)} | | {_constraints_of(target)} | "
+                f"{target.get('description', 'One item.')} |"
+            )
+        if "properties" in target:
+            suffix = "[]" if child.get("type") == "array" else ""
+            rows.extend(_reference_rows(target, child_path + suffix))
+    return rows
+
+
+def render_reference() -> str:
+    """The generated field reference of docs/crds.md (between the markers)."""
+    lines = [REFERENCE_BEGIN, ""]
+    for definition in DEFINITIONS:
+        schema = build_crd(definition)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for part in ("spec", "status"):
+            lines += [
+                f"### {definition.kind} `{part}`",
+                "",
+                "| Field | Type | Default | Constraints | Description |",
+                "|---|---|---|---|---|",
+                *_reference_rows(schema["properties"][part], part),
+                "",
+            ]
+    lines.append(REFERENCE_END)
+    return "\n".join(lines)
+
+
+def _with_reference(text: str) -> str:
+    start = text.index(REFERENCE_BEGIN)
+    end = text.index(REFERENCE_END) + len(REFERENCE_END)
+    return text[:start] + render_reference() + text[end:]
 
 
 @dataclass(frozen=True)
