@@ -134,10 +134,18 @@ class Azurite:
             return False
         return True
 
+    def launch(self) -> None:
+        """Start the emulator process; do not wait."""
+        self.process.start()
+
+    def wait_until_ready(self, timeout: float = 60.0) -> float:
+        """Wait until the launched emulator answers HTTP; return the seconds waited."""
+        return self.process.wait_ready(self._answers, timeout=timeout)
+
     def start(self, timeout: float = 60.0) -> float:
         """Start the emulator and wait until it answers HTTP; return the seconds waited."""
-        self.process.start()
-        return self.process.wait_ready(self._answers, timeout=timeout)
+        self.launch()
+        return self.wait_until_ready(timeout)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the emulator (SIGTERM, then SIGKILL), keeping its data folder."""
@@ -155,7 +163,11 @@ class Azurite:
 
 
 def start_azurite(
-    run_dir: Path | None = None, *, cache: Path | None = None, timeout: float = 60.0
+    run_dir: Path | None = None,
+    *,
+    cache: Path | None = None,
+    timeout: float = 60.0,
+    wait: bool = True,
 ) -> Azurite:
     """Install if needed, then start a fresh, empty Azurite and wait until it answers.
 
@@ -164,13 +176,18 @@ def start_azurite(
             `close()` deletes.
         cache: the install cache (default: `cache_dir()`).
         timeout: seconds to wait for it to answer.
+        wait: False returns as soon as the process is launched; then call
+            `wait_until_ready()` (and `close()` if that fails) yourself.
     """
     script = install_azurite(cache)
     remove = run_dir is None
     folder = Path(tempfile.mkdtemp(prefix="stockops-azurite-")) if run_dir is None else run_dir
     emulator = Azurite(script, folder, remove_run_dir=remove)
     try:
-        seconds = emulator.start(timeout=timeout)
+        emulator.launch()
+        if not wait:
+            return emulator
+        seconds = emulator.wait_until_ready(timeout)
     except BaseException:
         emulator.close()
         raise

@@ -244,24 +244,32 @@ class KafkaBroker:
             timeout=120,
         )  # fmt: skip
 
-    def start(self, timeout: float = 120.0) -> float:
-        """Start (or restart) the broker and wait until it serves metadata and groups.
-
-        Returns:
-            seconds from launch to ready.
-
-        Raises:
-            ServiceUnavailableError: it exited or did not answer in time; the message quotes
-                its log.
-        """
+    def launch(self) -> None:
+        """Start the broker process (formatting its storage the first time); do not wait."""
         self._format_storage()
         self.process.start()
+
+    def wait_until_ready(self, timeout: float = 120.0) -> float:
+        """Wait until the launched broker serves metadata and consumer groups.
+
+        Returns:
+            seconds waited.
+
+        Raises:
+            ServiceUnavailableError: it exited or did not answer in time (it is then killed);
+                the message quotes its log.
+        """
         bootstrap, port = self.bootstrap, self.port
         return self.process.wait_ready(
             lambda: is_accepting(port) and _run_async(lambda: _probe(bootstrap, port)),
             timeout=timeout,
             interval=0.3,
         )
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Start (or restart) the broker and wait until it is ready; return seconds waited."""
+        self.launch()
+        return self.wait_until_ready(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Shut the broker down cleanly (SIGTERM), keeping its data for a later `start()`."""
@@ -283,7 +291,11 @@ class KafkaBroker:
 
 
 def start_kafka(
-    run_dir: Path | None = None, *, cache: Path | None = None, timeout: float = 120.0
+    run_dir: Path | None = None,
+    *,
+    cache: Path | None = None,
+    timeout: float = 120.0,
+    wait: bool = True,
 ) -> KafkaBroker:
     """Install if needed, then start a fresh broker and wait until it is ready.
 
@@ -292,13 +304,18 @@ def start_kafka(
             folder that `close()` deletes.
         cache: the install cache (default: `cache_dir()`).
         timeout: seconds to wait for it to answer.
+        wait: False returns as soon as the process is launched; then call
+            `wait_until_ready()` (and `close()` if that fails) yourself.
     """
     libs = install_kafka(cache)
     remove = run_dir is None
     folder = Path(tempfile.mkdtemp(prefix="stockops-kafka-")) if run_dir is None else run_dir
     broker = KafkaBroker(libs, folder, remove_run_dir=remove)
     try:
-        seconds = broker.start(timeout=timeout)
+        broker.launch()
+        if not wait:
+            return broker
+        seconds = broker.wait_until_ready(timeout)
     except BaseException:
         broker.close()
         raise

@@ -81,10 +81,18 @@ class MlflowServer:
         except httpx.HTTPError:
             return False
 
+    def launch(self) -> None:
+        """Start the server process; do not wait."""
+        self.process.start()
+
+    def wait_until_ready(self, timeout: float = 120.0) -> float:
+        """Wait until /health answers 200; return the seconds waited."""
+        return self.process.wait_ready(self._healthy, timeout=timeout, interval=0.3)
+
     def start(self, timeout: float = 120.0) -> float:
         """Start the server and wait until /health answers 200; return the seconds waited."""
-        self.process.start()
-        return self.process.wait_ready(self._healthy, timeout=timeout, interval=0.3)
+        self.launch()
+        return self.wait_until_ready(timeout)
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server and its worker (SIGTERM, then SIGKILL), keeping its database."""
@@ -101,19 +109,26 @@ class MlflowServer:
         return self.process.rss_bytes()
 
 
-def start_mlflow_server(run_dir: Path | None = None, *, timeout: float = 120.0) -> MlflowServer:
+def start_mlflow_server(
+    run_dir: Path | None = None, *, timeout: float = 120.0, wait: bool = True
+) -> MlflowServer:
     """Start a fresh MLflow server with an empty store and wait until it is healthy.
 
     Args:
         run_dir: where its database, artifacts and log go; kept afterwards. None: a temporary
             folder that `close()` deletes.
         timeout: seconds to wait for /health.
+        wait: False returns as soon as the process is launched; then call
+            `wait_until_ready()` (and `close()` if that fails) yourself.
     """
     remove = run_dir is None
     folder = Path(tempfile.mkdtemp(prefix="stockops-mlflow-")) if run_dir is None else run_dir
     server = MlflowServer(folder, remove_run_dir=remove)
     try:
-        seconds = server.start(timeout=timeout)
+        server.launch()
+        if not wait:
+            return server
+        seconds = server.wait_until_ready(timeout)
     except BaseException:
         server.close()
         raise

@@ -20,14 +20,14 @@ import subprocess
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from stockops_model.errors import ServiceUnavailableError
 
 _PR_SET_PDEATHSIG = 1
-_LIVE: weakref.WeakSet[ServiceProcess] = weakref.WeakSet()
+# Strong references: a handle dropped without stop() must still be stopped at exit.
+_LIVE: set[ServiceProcess] = set()
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -14,8 +14,8 @@ CLI (what `make services` calls)::
 
 `up` prints the addresses and keeps the services running until Ctrl-C or SIGTERM.
 
-Limits: services start one after another (about 15 s for all three here); a handle that was
-not asked for raises on access rather than returning None.
+Limits: the services are launched together and awaited in turn, so the slowest one sets the
+start-up time; a handle that was not asked for raises on access rather than returning None.
 """
 
 from __future__ import annotations
@@ -106,14 +106,21 @@ def running(
     with contextlib.ExitStack() as stack:
         broker = emulator = server = None
         if kafka:
-            broker = start_kafka(folder("kafka"), cache=cache)
+            broker = start_kafka(folder("kafka"), cache=cache, wait=False)
             stack.callback(broker.close)
         if azurite:
-            emulator = start_azurite(folder("azurite"), cache=cache)
+            emulator = start_azurite(folder("azurite"), cache=cache, wait=False)
             stack.callback(emulator.close)
         if mlflow:
-            server = start_mlflow_server(folder("mlflow"))
+            server = start_mlflow_server(folder("mlflow"), wait=False)
             stack.callback(server.close)
+        # All are launched before any is awaited, so their slow starts (a JVM, MLflow's
+        # imports) overlap.
+        for handle in (broker, emulator, server):
+            if handle is not None:
+                seconds = handle.wait_until_ready()
+                name, log_path = handle.process.name, handle.log_path
+                log.info("%s ready after %.1f s more (log %s)", name, seconds, log_path)
         yield Services(broker, emulator, server)
 
 
@@ -173,9 +180,11 @@ def _cmd_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    # SIGTERM (from a supervisor or `kill`) must run the same clean-up as Ctrl-C.
+    # SIGTERM (a supervisor, `kill`) must clean up like Ctrl-C; SIGINT is set explicitly as a
+    # shell that starts us in the background leaves it ignored.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)
+        signal.signal(signal.SIGINT, _raise_interrupt)
     started = time.monotonic()
     with running(kafka=args.kafka, azurite=args.azurite, mlflow=args.mlflow) as services:
         print(f"all up in {time.monotonic() - started:.1f} s; Ctrl-C stops them")
