@@ -68,3 +68,9 @@ class RolloutError(StockopsError):
     """A rollout to a serving target failed; the previous version was restored."""
 
     exit_code = ExitCode.ROLLOUT_FAILED
+
+
+class SettingsError(StockopsError):
+    """A STOCKOPS_* environment variable or command-line setting is invalid; the message names it."""
+
+    exit_code = ExitCode.INVALID_SPEC

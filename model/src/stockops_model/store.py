@@ -1,0 +1,795 @@
+"""The bar store: one Parquet object per symbol and trading day, in Blob Storage or a directory.
+
+Layout (DESIGN.md): ``{prefix}/{symbol}/{yyyy}/{mm}/{dd}.parquet``. The day is the
+**US/Eastern trading day** of the bar (``America/New_York`` calendar date of the bar start),
+so a whole session, pre- and post-market included, lands in one object whatever the UTC
+offset of the season.
+
+Writes are read-merge-write with optimistic concurrency: the day object is read with its
+ETag, the new bars are merged in (deduplicated on ``ts``; an incoming bar replaces a stored
+one with the same timestamp), and the result is written with ``If-Match: <etag>`` (or
+``If-None-Match: *`` when the object is new). A 412/409 means another writer got there
+first: re-read, re-merge, retry. Two sinks therefore never lose each other's bars.
+The Parquet bytes are a pure function of the day's rows (fixed schema, one row group, no
+pandas metadata, fixed codec), so replaying bars that are already stored rewrites nothing:
+the merge yields the same bytes and the write is skipped.
+
+Store locations are URLs:
+
+* ``file:///abs/path/prefix`` - a local directory with the same layout (local mode). Writes
+  are serialised per object with ``flock`` and land by atomic rename after ``fsync``; the
+  ETag is the SHA-256 of the bytes.
+* ``azblob://<container>/<prefix>`` - Azure Blob Storage. Credentials come from a
+  connection string (Azurite, local use) or, failing that, an account URL with
+  ``DefaultAzureCredential`` (workload identity in a cluster).
+
+Limits: the merge holds one day of one symbol in memory (a few hundred rows for 1-minute
+bars); the file backend's locks are advisory and only work on one host (not on NFS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import io
+import logging
+import os
+import random
+import tempfile
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stockops_model.bars import BAR_COLUMNS, SYMBOL_PATTERN, empty_frame, normalise_frame
+from stockops_model.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+MARKET_TZ = ZoneInfo("America/New_York")
+OBJECT_SUFFIX = ".parquet"
+SCHEMA_TAG = "stockops.bar/v1"
+PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+
+ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("ts", pa.timestamp("ns", tz="UTC"), nullable=False),
+        pa.field("open", pa.float64(), nullable=False),
+        pa.field("high", pa.float64(), nullable=False),
+        pa.field("low", pa.float64(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+    ],
+    metadata={b"stockops.schema": SCHEMA_TAG.encode()},
+)
+
+# Retries of a conditional write that lost a race; each retry re-reads the object.
+MAX_WRITE_ATTEMPTS = 12
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def trading_day(ts: datetime | pd.Timestamp) -> date:
+    """The US/Eastern calendar date of a bar start (its trading day)."""
+    stamp = pd.Timestamp(ts)
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize(UTC)
+    return stamp.tz_convert(MARKET_TZ).date()
+
+
+def day_object_name(prefix: str, symbol: str, day: date) -> str:
+    """``{prefix}/{symbol}/{yyyy}/{mm}/{dd}.parquet`` (no leading slash when prefix is empty)."""
+    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    return f"{head}{symbol}/{day:%Y}/{day:%m}/{day:%d}{OBJECT_SUFFIX}"
+
+
+def parse_day_object_name(prefix: str, name: str) -> tuple[str, date] | None:
+    """Inverse of `day_object_name`; None for names that are not day objects."""
+    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    if not name.startswith(head) or not name.endswith(OBJECT_SUFFIX):
+        return None
+    parts = name[len(head) : -len(OBJECT_SUFFIX)].split("/")
+    if len(parts) != 4:
+        return None
+    symbol, yyyy, mm, dd = parts
+    try:
+        return symbol, date(int(yyyy), int(mm), int(dd))
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- Parquet codec
+
+
+def encode_day(frame: pd.DataFrame) -> bytes:
+    """Deterministic Parquet bytes of a canonical frame (same rows -> same bytes)."""
+    table = pa.Table.from_pandas(
+        frame.loc[:, list(BAR_COLUMNS)], schema=ARROW_SCHEMA, preserve_index=False
+    ).replace_schema_metadata(ARROW_SCHEMA.metadata)
+    buf = io.BytesIO()
+    pq.write_table(
+        table,
+        buf,
+        compression="zstd",
+        compression_level=3,
+        use_dictionary=["symbol", "source"],
+        write_statistics=True,
+        row_group_size=max(1, table.num_rows),
+        store_schema=False,
+    )
+    return buf.getvalue()
+
+
+def decode_day(data: bytes) -> pd.DataFrame:
+    """Parquet bytes of a day object -> canonical frame."""
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise StoreError(f"a day object is not readable Parquet: {exc}") from exc
+    return normalise_frame(table.to_pandas())
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class PreconditionFailedError(Exception):
+    """A conditional write lost a race (ETag changed or the object appeared meanwhile)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object as a listing sees it."""
+
+    name: str
+    etag: str
+    size: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class ObjectBackend(Protocol):
+    """The few object-store operations the bar store needs; both backends implement them."""
+
+    async def get(self, name: str) -> tuple[bytes, str] | None:
+        """Bytes and ETag of an object, or None when it does not exist."""
+        ...
+
+    async def put(
+        self, name: str, data: bytes, *, if_match: str | None, metadata: dict[str, str]
+    ) -> str:
+        """Write if the object still has ETag `if_match` (None: only if it does not exist).
+
+        Returns the new ETag; raises `PreconditionFailedError` when the condition fails.
+        """
+        ...
+
+    def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Objects whose name starts with `prefix`."""
+        ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def url(self) -> str:
+        """Where this backend points, for logs and lineage."""
+        ...
+
+
+class FileBackend:
+    """Objects as files under a root directory, with ETag-like compare-and-swap.
+
+    A per-object ``flock`` serialises writers (processes and threads); the bytes land in a
+    temporary file in the same directory, are fsynced, then renamed over the target, so a
+    reader sees either the old or the new object, never a torn one.
+    """
+
+    LOCK_DIR = ".stockops-locks"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    @property
+    def url(self) -> str:
+        return self.root.as_uri()
+
+    def _path(self, name: str) -> Path:
+        path = (self.root / name).resolve()
+        if self.root not in path.parents:
+            raise StoreError(f"object name {name!r} escapes the store root {self.root}")
+        return path
+
+    @staticmethod
+    def _etag(data: bytes) -> str:
+        return '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+
+    def _get_sync(self, name: str) -> tuple[bytes, str] | None:
+        try:
+            data = self._path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, self._etag(data)
+
+    def _put_sync(self, name: str, data: bytes, if_match: str | None) -> str:
+        path = self._path(name)
+        lock_path = self.root / self.LOCK_DIR / (name + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            current = self._get_sync(name)
+            if if_match is None and current is not None:
+                raise PreconditionFailedError(f"{name} already exists")
+            if if_match is not None and (current is None or current[1] != if_match):
+                raise PreconditionFailedError(f"{name} changed since it was read")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return self._etag(data)
+
+    def _list_sync(self, prefix: str) -> list[ObjectInfo]:
+        out: list[ObjectInfo] = []
+        if not self.root.exists():
+            return out
+        # Walk only the directory the prefix names, not the whole store.
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return out
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fname in sorted(filenames):
+                if fname.startswith("."):
+                    continue
+                path = Path(dirpath) / fname
+                name = path.relative_to(self.root).as_posix()
+                if not name.startswith(prefix):
+                    continue
+                data = path.read_bytes()
+                metadata: dict[str, str] = {}
+                if fname.endswith(OBJECT_SUFFIX):
+                    with contextlib.suppress(pa.ArrowInvalid, OSError):
+                        metadata["rows"] = str(pq.read_metadata(io.BytesIO(data)).num_rows)
+                out.append(ObjectInfo(name, self._etag(data), len(data), metadata))
+        return out
+
+    async def get(self, name: str) -> tuple[bytes, str] | None:
+        return await asyncio.to_thread(self._get_sync, name)
+
+    async def put(
+        self, name: str, data: bytes, *, if_match: str | None, metadata: dict[str, str]
+    ) -> str:
+        return await asyncio.to_thread(self._put_sync, name, data, if_match)
+
+    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        for info in await asyncio.to_thread(self._list_sync, prefix):
+            yield info
+
+    async def close(self) -> None:
+        return None
+
+
+class BlobBackend:
+    """Objects as block blobs in one container (``azure-storage-blob`` asyncio client).
+
+    Each day object is small, so every write is one Put Blob request, atomic on the server;
+    ``If-Match``/``If-None-Match`` make it a compare-and-swap.
+    """
+
+    def __init__(self, container_client: Any, credential: Any = None) -> None:
+        self._container = container_client
+        self._credential = credential
+
+    @classmethod
+    def connect(
+        cls,
+        container: str,
+        *,
+        connection_string: str | None = None,
+        account_url: str | None = None,
+    ) -> BlobBackend:
+        """A backend on `container`, from a connection string or an account URL + AAD."""
+        from azure.storage.blob.aio import ContainerClient
+
+        # aiohttp's default pool (100 connections) is wider than the store's concurrency.
+        if connection_string:
+            client = ContainerClient.from_connection_string(
+                connection_string, container_name=container
+            )
+            return cls(client)
+        if account_url:
+            from azure.identity.aio import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+            client = ContainerClient(account_url, container_name=container, credential=credential)
+            return cls(client, credential)
+        raise StoreError(
+            "Blob store needs a connection string (STOCKOPS_BLOB_CONNECTION_STRING or "
+            "AZURE_STORAGE_CONNECTION_STRING) or an account URL (STOCKOPS_BLOB_ACCOUNT_URL)"
+        )
+
+    @property
+    def url(self) -> str:
+        return str(self._container.url)
+
+    async def ensure_container(self) -> None:
+        """Create the container if it is missing (idempotent)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        with contextlib.suppress(ResourceExistsError):
+            await self._container.create_container()
+
+    async def get(self, name: str) -> tuple[bytes, str] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            stream = await self._container.get_blob_client(name).download_blob()
+            data: bytes = await stream.readall()
+        except ResourceNotFoundError:
+            return None
+        return data, str(stream.properties.etag)
+
+    async def put(
+        self, name: str, data: bytes, *, if_match: str | None, metadata: dict[str, str]
+    ) -> str:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.storage.blob import ContentSettings
+
+        blob = self._container.get_blob_client(name)
+        settings = ContentSettings(content_type=PARQUET_CONTENT_TYPE)
+        try:
+            if if_match is None:
+                # overwrite=False sends If-None-Match: * (create only).
+                result = await blob.upload_blob(
+                    data, overwrite=False, metadata=metadata, content_settings=settings
+                )
+            else:
+                result = await blob.upload_blob(
+                    data,
+                    overwrite=True,
+                    etag=if_match,
+                    match_condition=MatchConditions.IfNotModified,
+                    metadata=metadata,
+                    content_settings=settings,
+                )
+        except (ResourceExistsError, ResourceModifiedError) as exc:
+            raise PreconditionFailedError(f"{name}: {exc.reason}") from None
+        return str(result["etag"])
+
+    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for props in self._container.list_blobs(
+            name_starts_with=prefix, include=["metadata"]
+        ):
+            yield ObjectInfo(
+                name=props.name,
+                etag=str(props.etag),
+                size=int(props.size or 0),
+                metadata=dict(props.metadata or {}),
+            )
+
+    async def close(self) -> None:
+        await self._container.close()
+        if self._credential is not None:
+            await self._credential.close()
+
+
+# --------------------------------------------------------------------------- locations
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """A parsed store URL: ``file:///path`` or ``azblob://container/prefix``.
+
+    For ``file://`` the whole path is the store root and the prefix is empty; for
+    ``azblob://`` the first path segment after the scheme is the container and the rest
+    is the prefix inside it.
+    """
+
+    scheme: str
+    container: str = ""
+    prefix: str = ""
+    root: Path | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> StoreLocation:
+        """Parse a store URL.
+
+        Raises:
+            StoreError: the URL has another scheme or lacks a container/path.
+        """
+        parsed = urlparse(url)
+        if parsed.scheme == "file":
+            path = unquote(parsed.path)
+            if parsed.netloc not in ("", "localhost") or not path.startswith("/"):
+                raise StoreError(f"store URL {url!r}: use file:///absolute/path")
+            return cls(scheme="file", root=Path(path))
+        if parsed.scheme == "azblob":
+            if not parsed.netloc:
+                raise StoreError(f"store URL {url!r}: use azblob://<container>/<prefix>")
+            return cls(scheme="azblob", container=parsed.netloc, prefix=parsed.path.strip("/"))
+        raise StoreError(
+            f"store URL {url!r}: unsupported scheme; use file:///path or azblob://container/prefix"
+        )
+
+    def __str__(self) -> str:
+        if self.scheme == "file":
+            assert self.root is not None
+            return self.root.as_uri()
+        return f"azblob://{self.container}/{self.prefix}".rstrip("/")
+
+
+@dataclass(frozen=True)
+class BlobCredentials:
+    """How to reach Blob Storage: a connection string, else an account URL with AAD."""
+
+    connection_string: str | None = None
+    account_url: str | None = None
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@dataclass(frozen=True)
+class DayObject:
+    """One day object, for lineage: training logs the name and ETag of every object read."""
+
+    symbol: str
+    day: date
+    name: str
+    etag: str
+    rows: int | None
+    size: int
+
+
+@dataclass(frozen=True)
+class DayWrite:
+    """The outcome of merging bars into one day object."""
+
+    symbol: str
+    day: date
+    name: str
+    etag: str
+    rows: int
+    added: int
+    written: bool
+    attempts: int
+
+
+class BarStore:
+    """Read and write bars as day objects; one instance per event loop.
+
+    Use `open_store` to build one from a URL. `write` merges a frame of bars into the day
+    objects concurrently; `read` downloads the day objects of a time range concurrently and
+    returns one canonical frame; `list_days` gives the objects (with ETags) for lineage.
+    """
+
+    def __init__(self, backend: ObjectBackend, prefix: str = "", *, concurrency: int = 32) -> None:
+        self.backend = backend
+        self.prefix = prefix.strip("/")
+        self.concurrency = concurrency
+        # Last version this process wrote or read of each day object: lets the next
+        # merge skip the GET. Safe because the write is still conditional on the ETag.
+        self._cache: OrderedDict[str, tuple[str, pd.DataFrame]] = OrderedDict()
+        self._cache_size = 4096
+
+    @property
+    def url(self) -> str:
+        return self.backend.url + (f"/{self.prefix}" if self.prefix else "")
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    # ---- write
+
+    async def write(self, frame: pd.DataFrame) -> list[DayWrite]:
+        """Merge bars into their day objects (idempotent); returns one result per object.
+
+        Raises:
+            StoreError: the store cannot be reached or keeps losing races.
+        """
+        if frame.empty:
+            return []
+        frame = normalise_frame(frame)
+        days = frame["ts"].dt.tz_convert(MARKET_TZ).dt.date
+        groups = list(frame.groupby([frame["symbol"], days], sort=True))
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def one(key: tuple[str, date], rows: pd.DataFrame) -> DayWrite:
+            async with sem:
+                return await self._merge_day(key[0], key[1], rows)
+
+        return list(await asyncio.gather(*(one(k, g) for k, g in groups)))  # type: ignore[arg-type]
+
+    async def _merge_day(self, symbol: str, day: date, incoming: pd.DataFrame) -> DayWrite:
+        name = day_object_name(self.prefix, symbol, day)
+        cached = self._cache.get(name)
+        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+            if cached is None:
+                current = await self._get(name)
+                if current is None:
+                    etag, existing = None, None
+                else:
+                    etag, existing = current[1], decode_day(current[0])
+            else:
+                etag, existing = cached
+            if existing is None or existing.empty:
+                merged = normalise_frame(incoming)
+                before = 0
+            else:
+                merged = normalise_frame(pd.concat([existing, incoming], ignore_index=True))
+                before = len(existing)
+            if existing is not None and _same_rows(existing, merged):
+                assert etag is not None
+                self._remember(name, etag, merged)
+                return DayWrite(symbol, day, name, etag, len(merged), 0, False, attempt)
+            data = encode_day(merged)
+            try:
+                new_etag = await self.backend.put(
+                    name,
+                    data,
+                    if_match=etag,
+                    metadata={"rows": str(len(merged)), "schema": "bar-v1"},
+                )
+            except PreconditionFailedError:
+                self._cache.pop(name, None)
+                cached = None
+                log.debug("lost a write race on %s (attempt %d), re-reading", name, attempt)
+                await asyncio.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
+                continue
+            except StoreError:
+                raise
+            except Exception as exc:
+                self._cache.pop(name, None)
+                raise StoreError(f"cannot write {name} to {self.backend.url}: {exc}") from exc
+            self._remember(name, new_etag, merged)
+            return DayWrite(
+                symbol, day, name, new_etag, len(merged), len(merged) - before, True, attempt
+            )
+        raise StoreError(
+            f"gave up writing {name} after {MAX_WRITE_ATTEMPTS} conflicting concurrent writes"
+        )
+
+    def _remember(self, name: str, etag: str, frame: pd.DataFrame) -> None:
+        self._cache[name] = (etag, frame)
+        self._cache.move_to_end(name)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def _get(self, name: str) -> tuple[bytes, str] | None:
+        try:
+            return await self.backend.get(name)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot read {name} from {self.backend.url}: {exc}") from exc
+
+    # ---- read
+
+    async def list_days(
+        self,
+        symbols: Sequence[str],
+        start: datetime | date | pd.Timestamp | str | None = None,
+        end: datetime | date | pd.Timestamp | str | None = None,
+    ) -> list[DayObject]:
+        """The day objects of `symbols` whose trading day overlaps ``[start, end)``.
+
+        Without `start`/`end` every stored day is listed. Sorted by (symbol, day).
+        """
+        first, last = _day_bounds(start, end)
+        out: list[DayObject] = []
+        for symbol in _check_symbols(symbols):
+            head = day_object_name(self.prefix, symbol, date(2000, 1, 1)).rsplit("/", 3)[0] + "/"
+            try:
+                async for info in self.backend.list(head):
+                    parsed = parse_day_object_name(self.prefix, info.name)
+                    if parsed is None or parsed[0] != symbol:
+                        continue
+                    day = parsed[1]
+                    if (first and day < first) or (last and day > last):
+                        continue
+                    rows = info.metadata.get("rows")
+                    out.append(
+                        DayObject(
+                            symbol,
+                            day,
+                            info.name,
+                            info.etag,
+                            int(rows) if rows and rows.isdigit() else None,
+                            info.size,
+                        )
+                    )
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"cannot list {head} in {self.backend.url}: {exc}") from exc
+        return sorted(out, key=lambda d: (d.symbol, d.day))
+
+    async def read_with_lineage(
+        self,
+        symbols: Sequence[str],
+        start: datetime | date | pd.Timestamp | str | None = None,
+        end: datetime | date | pd.Timestamp | str | None = None,
+    ) -> tuple[pd.DataFrame, list[DayObject]]:
+        """Bars of `symbols` with ``start <= ts < end`` and the exact objects they came from.
+
+        The ETags returned are those of the versions actually downloaded.
+        """
+        listed = await self.list_days(symbols, start, end)
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def fetch(obj: DayObject) -> tuple[DayObject, pd.DataFrame] | None:
+            async with sem:
+                got = await self._get(obj.name)
+            if got is None:  # deleted between list and get
+                return None
+            data, etag = got
+            frame = (
+                await asyncio.to_thread(decode_day, data)
+                if len(data) > 1 << 20
+                else decode_day(data)
+            )
+            return DayObject(obj.symbol, obj.day, obj.name, etag, len(frame), len(data)), frame
+
+        results = [r for r in await asyncio.gather(*(fetch(o) for o in listed)) if r is not None]
+        if not results:
+            return empty_frame(), []
+        frame = pd.concat([f for _, f in results], ignore_index=True)
+        lo, hi = _ts_bounds(start, end)
+        if lo is not None:
+            frame = frame[frame["ts"] >= lo]
+        if hi is not None:
+            frame = frame[frame["ts"] < hi]
+        return normalise_frame(frame), [o for o, _ in results]
+
+    async def read(
+        self,
+        symbols: Sequence[str],
+        start: datetime | date | pd.Timestamp | str | None = None,
+        end: datetime | date | pd.Timestamp | str | None = None,
+    ) -> pd.DataFrame:
+        """Bars of `symbols` with ``start <= ts < end`` as one canonical frame.
+
+        `start`/`end` are timestamps (naive ones are UTC) or dates; a date means midnight
+        US/Eastern of that trading day, so ``read(s, date(2018, 3, 9), date(2018, 3, 13))``
+        returns the trading days 9 to 12 March whole.
+
+        Day objects are downloaded concurrently (`concurrency` at a time).
+
+        Raises:
+            StoreError: the store cannot be reached or holds an unreadable object.
+        """
+        frame, _ = await self.read_with_lineage(symbols, start, end)
+        return frame
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    if len(a) != len(b):
+        return False
+    return bool(a.reset_index(drop=True).equals(b.reset_index(drop=True)))
+
+
+def _check_symbols(symbols: Iterable[str]) -> list[str]:
+    import re
+
+    out = []
+    for s in symbols:
+        if not re.fullmatch(SYMBOL_PATTERN, s):
+            raise StoreError(f"invalid symbol {s!r}: expected {SYMBOL_PATTERN}")
+        out.append(s)
+    return out
+
+
+def _as_utc(value: datetime | date | pd.Timestamp | str | None) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        # A bare date means that trading day: it starts at midnight US/Eastern.
+        return pd.Timestamp(value).tz_localize(MARKET_TZ).tz_convert(UTC)
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
+
+
+def _ts_bounds(
+    start: datetime | date | pd.Timestamp | str | None, end: datetime | date | pd.Timestamp | str | None
+) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    return _as_utc(start), _as_utc(end)
+
+
+def _day_bounds(
+    start: datetime | date | pd.Timestamp | str | None, end: datetime | date | pd.Timestamp | str | None
+) -> tuple[date | None, date | None]:
+    lo, hi = _ts_bounds(start, end)
+    first = trading_day(lo) if lo is not None else None
+    last = trading_day(hi - timedelta(microseconds=1)) if hi is not None else None
+    return first, last
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def connect_backend(
+    location: StoreLocation, credentials: BlobCredentials | None = None
+) -> ObjectBackend:
+    """The backend a location names (no I/O yet)."""
+    if location.scheme == "file":
+        assert location.root is not None
+        return FileBackend(location.root)
+    creds = credentials or BlobCredentials()
+    return BlobBackend.connect(
+        location.container,
+        connection_string=creds.connection_string,
+        account_url=creds.account_url,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_store(
+    url: str | StoreLocation,
+    credentials: BlobCredentials | None = None,
+    *,
+    create: bool = False,
+    concurrency: int = 32,
+) -> AsyncIterator[BarStore]:
+    """Open a `BarStore` on a store URL; closes the clients on exit.
+
+    Args:
+        url: ``file:///path`` or ``azblob://container/prefix``.
+        credentials: for ``azblob://``; None reads nothing from the environment.
+        create: create the Blob container if it is missing.
+        concurrency: day objects downloaded or written at once.
+    """
+    location = url if isinstance(url, StoreLocation) else StoreLocation.parse(url)
+    backend = connect_backend(location, credentials)
+    store = BarStore(backend, location.prefix, concurrency=concurrency)
+    try:
+        if create and isinstance(backend, BlobBackend):
+            try:
+                await backend.ensure_container()
+            except Exception as exc:
+                raise StoreError(f"cannot reach Blob container {backend.url}: {exc}") from exc
+        yield store
+    finally:
+        await store.close()
+
+
+def read_bars(
+    url: str | StoreLocation,
+    symbols: Sequence[str],
+    start: datetime | date | pd.Timestamp | str | None = None,
+    end: datetime | date | pd.Timestamp | str | None = None,
+    credentials: BlobCredentials | None = None,
+) -> tuple[pd.DataFrame, list[DayObject]]:
+    """Blocking convenience for synchronous callers (training): bars plus their lineage.
+
+    Must not be called from inside a running event loop; use `BarStore.read` there.
+    """
+
+    async def go() -> tuple[pd.DataFrame, list[DayObject]]:
+        async with open_store(url, credentials) as store:
+            return await store.read_with_lineage(symbols, start, end)
+
+    return asyncio.run(go())
