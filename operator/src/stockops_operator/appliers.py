@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
+from stockops_model.spec import StockModelSpec
 
 from stockops_operator import builders, registry
 from stockops_operator.kubeapi import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, KubeApi, Resource
@@ -22,7 +23,7 @@ JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 
 async def ensure_workloads(
-    rt: Runtime, owner: builders.Owner, spec: Mapping[str, Any], *, force: bool
+    rt: Runtime, owner: builders.Owner, spec: StockModelSpec, *, force: bool
 ) -> dict[str, dict[str, Any] | None]:
     """Make the spec ConfigMap and the feed and sink Deployments match the spec.
 
@@ -32,11 +33,11 @@ async def ensure_workloads(
     Returns:
         The `feed` and `sink` Deployments as they are now.
     """
-    configmap = builders.build_spec_configmap(owner, spec)
+    configmap = builders.build_spec_configmap(owner, spec.to_wire())
     digest = configmap["metadata"]["annotations"][builders.ANNOTATION_SPEC_HASH]
     deployments = {
-        "feed": builders.build_feed_deployment(owner, rt.settings, digest),
-        "sink": builders.build_sink_deployment(owner, rt.settings, digest),
+        "feed": builders.build_feed_deployment(owner, rt.settings, digest, spec.runtime),
+        "sink": builders.build_sink_deployment(owner, rt.settings, digest, spec.runtime),
     }
     current: dict[str, dict[str, Any] | None] = {}
     for workload, manifest in deployments.items():

@@ -13,10 +13,12 @@ What every workload gets:
   rolls the Deployments,
 * a restricted security context (non-root, read-only root file system, no capabilities,
   RuntimeDefault seccomp) and an emptyDir at /tmp,
-* the Azure workload identity label when the settings turn it on.
+* the Azure workload identity label when the settings or the spec's `runtime.azureClientId`
+  turn it on.
 
-Limits: one container per Pod; the workload image and resources come from the settings
-(the chart's values), not from the custom resource.
+Image, pull policy, ServiceAccount, resources and Secret-backed environment variables come
+from the StockModel's `spec.runtime` where it sets them, else from the settings (the chart's
+values). Limits: one container per Pod.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from stockops_model.errors import ExitCode
-from stockops_model.spec import API_VERSION, RetrainScheduleSpec
+from stockops_model.spec import API_VERSION, RetrainScheduleSpec, RuntimeSpec, WorkloadRuntimeSpec
 
 from stockops_operator.schedules import format_time
 from stockops_operator.settings import Settings
@@ -135,8 +137,34 @@ def build_spec_configmap(owner: Owner, spec: Mapping[str, Any]) -> dict[str, Any
     }
 
 
+def _resources(settings: Settings, runtime: RuntimeSpec, workload: str) -> dict[str, Any]:
+    out = {k: dict(v) for k, v in settings.resources[workload].items()}
+    own: WorkloadRuntimeSpec | None = getattr(runtime, workload)
+    if own is not None and own.resources is not None:
+        for part, given in own.resources.to_wire().items():
+            out.setdefault(part, {}).update(given)
+    return out
+
+
+def _env(runtime: RuntimeSpec, workload: str, plain: Mapping[str, str]) -> list[dict[str, Any]]:
+    env: dict[str, dict[str, Any]] = {k: {"name": k, "value": v} for k, v in plain.items()}
+    if runtime.azure_client_id is not None:
+        env["AZURE_CLIENT_ID"] = {"name": "AZURE_CLIENT_ID", "value": runtime.azure_client_id}
+    own: WorkloadRuntimeSpec | None = getattr(runtime, workload)
+    # Workload-specific entries override the model-wide ones of the same name.
+    for var in [*(runtime.env or []), *((own.env if own else None) or [])]:
+        env[var.name] = {
+            "name": var.name,
+            "valueFrom": {
+                "secretKeyRef": {"name": var.secret_name, "key": var.key, "optional": var.optional}
+            },
+        }
+    return list(env.values())
+
+
 def _pod_spec(
     settings: Settings,
+    runtime: RuntimeSpec,
     *,
     model: str,
     workload: str,
@@ -144,7 +172,7 @@ def _pod_spec(
     restart_policy: str,
 ) -> dict[str, Any]:
     return {
-        "serviceAccountName": settings.workload_service_account,
+        "serviceAccountName": runtime.service_account_name or settings.workload_service_account,
         "restartPolicy": restart_policy,
         "securityContext": {
             "runAsNonRoot": True,
@@ -156,12 +184,12 @@ def _pod_spec(
         "containers": [
             {
                 "name": workload,
-                "image": settings.workload_image,
-                "imagePullPolicy": settings.image_pull_policy,
+                "image": runtime.image or settings.workload_image,
+                "imagePullPolicy": runtime.image_pull_policy or settings.image_pull_policy,
                 "command": [settings.workload_command],
                 "args": ["--log-json", workload, "-f", SPEC_FILE],
-                "env": [{"name": k, "value": v} for k, v in env.items()],
-                "resources": {k: dict(v) for k, v in settings.resources[workload].items()},
+                "env": _env(runtime, workload, env),
+                "resources": _resources(settings, runtime, workload),
                 "terminationMessagePath": TERMINATION_LOG,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "securityContext": {
@@ -182,15 +210,17 @@ def _pod_spec(
     }
 
 
-def _pod_labels(settings: Settings, labels: Mapping[str, str]) -> dict[str, str]:
+def _pod_labels(
+    settings: Settings, runtime: RuntimeSpec, labels: Mapping[str, str]
+) -> dict[str, str]:
     out = dict(labels)
-    if settings.azure_workload_identity:
+    if settings.azure_workload_identity or runtime.azure_client_id is not None:
         out[AZURE_IDENTITY_LABEL] = "true"
     return out
 
 
 def _build_deployment(
-    owner: Owner, settings: Settings, workload: str, manifest_hash: str
+    owner: Owner, settings: Settings, runtime: RuntimeSpec, workload: str, manifest_hash: str
 ) -> dict[str, Any]:
     labels = _labels(owner.name, workload)
     selector = {LABEL_MODEL: owner.name, LABEL_COMPONENT: workload}
@@ -210,11 +240,12 @@ def _build_deployment(
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {
-                    "labels": _pod_labels(settings, labels),
+                    "labels": _pod_labels(settings, runtime, labels),
                     "annotations": {ANNOTATION_SPEC_HASH: manifest_hash},
                 },
                 "spec": _pod_spec(
                     settings,
+                    runtime,
                     model=owner.name,
                     workload=workload,
                     env={"STOCKOPS_MODEL": owner.name},
@@ -225,14 +256,18 @@ def _build_deployment(
     }
 
 
-def build_feed_deployment(owner: Owner, settings: Settings, manifest_hash: str) -> dict[str, Any]:
+def build_feed_deployment(
+    owner: Owner, settings: Settings, manifest_hash: str, runtime: RuntimeSpec | None = None
+) -> dict[str, Any]:
     """The `<model>-feed` Deployment: `stockops feed`, publishing bars to Kafka."""
-    return _build_deployment(owner, settings, "feed", manifest_hash)
+    return _build_deployment(owner, settings, runtime or RuntimeSpec(), "feed", manifest_hash)
 
 
-def build_sink_deployment(owner: Owner, settings: Settings, manifest_hash: str) -> dict[str, Any]:
+def build_sink_deployment(
+    owner: Owner, settings: Settings, manifest_hash: str, runtime: RuntimeSpec | None = None
+) -> dict[str, Any]:
     """The `<model>-sink` Deployment: `stockops sink`, landing bars in storage."""
-    return _build_deployment(owner, settings, "sink", manifest_hash)
+    return _build_deployment(owner, settings, runtime or RuntimeSpec(), "sink", manifest_hash)
 
 
 def _build_job(
@@ -242,6 +277,7 @@ def _build_job(
     model: str,
     workload: str,
     settings: Settings,
+    runtime: RuntimeSpec,
     labels: Mapping[str, str],
     annotations: Mapping[str, str],
     env: Mapping[str, str],
@@ -276,9 +312,10 @@ def _build_job(
                 ]
             },
             "template": {
-                "metadata": {"labels": _pod_labels(settings, all_labels)},
+                "metadata": {"labels": _pod_labels(settings, runtime, all_labels)},
                 "spec": _pod_spec(
                     settings,
+                    runtime,
                     model=model,
                     workload=workload,
                     env={"STOCKOPS_MODEL": model, "STOCKOPS_JOB_NAME": name, **env},
@@ -297,6 +334,7 @@ def build_train_job(
     settings: Settings,
     scheduled: datetime | None,
     run_now: str | None = None,
+    runtime: RuntimeSpec | None = None,
 ) -> dict[str, Any]:
     """A train Job of a RetrainSchedule, owned by the schedule.
 
@@ -307,6 +345,7 @@ def build_train_job(
         settings: operator settings.
         scheduled: the scheduled instant, for a scheduled run.
         run_now: the run-now annotation's value, for a run started by hand.
+        runtime: the StockModel's `spec.runtime` (image, identity, resources).
     """
     annotations = {}
     if scheduled is not None:
@@ -319,6 +358,7 @@ def build_train_job(
         model=spec.model_ref.name,
         workload="train",
         settings=settings,
+        runtime=runtime or RuntimeSpec(),
         labels={
             LABEL_SCHEDULE: schedule.name,
             LABEL_TRIGGER: "manual" if run_now is not None else "scheduled",
@@ -331,7 +371,12 @@ def build_train_job(
 
 
 def build_deploy_job(
-    *, name: str, model: Owner, version: str, settings: Settings
+    *,
+    name: str,
+    model: Owner,
+    version: str,
+    settings: Settings,
+    runtime: RuntimeSpec | None = None,
 ) -> dict[str, Any]:
     """The deploy Job rolling `version` (the MLflow production version) out; owned by the model."""
     return _build_job(
@@ -340,6 +385,7 @@ def build_deploy_job(
         model=model.name,
         workload="deploy",
         settings=settings,
+        runtime=runtime or RuntimeSpec(),
         labels={},
         annotations={ANNOTATION_VERSION: version},
         env={"STOCKOPS_TARGET_VERSION": version},

@@ -252,6 +252,17 @@ class KubeApi:
             if exc.status != 404:  # deleted meanwhile: nothing left to report on
                 raise
 
+    async def patch_annotations(
+        self, resource: Resource, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        """Merge-patch annotations of an object (None removes one)."""
+        await self._call(
+            "PATCH",
+            resource.path(namespace, name),
+            body={"metadata": {"annotations": dict(annotations)}},
+            content_type="application/merge-patch+json",
+        )
+
     async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
         """Delete with background propagation (dependents go via the GC); False if absent."""
         try:

@@ -32,6 +32,13 @@ from stockops_operator.schedules import (
     scheduled_job_name,
 )
 
+# Bookkeeping of a RetrainSchedule kept in its annotations (the status schema has no place for
+# it): the run-now value already acted on, the last instant skipped as too late, and the run
+# reported as blocked by Forbid. Each one keeps an Event or a run from being repeated.
+NOTE_RUN_NOW_HANDLED = "stockops.io/run-now-handled"
+NOTE_SKIPPED = "stockops.io/last-skipped-time"
+NOTE_BLOCKED = "stockops.io/blocked-run"
+
 
 @dataclass(frozen=True)
 class Event:
@@ -59,6 +66,7 @@ class SchedulePlan:
     delete: list[str] = field(default_factory=list)
     record: str | None = None
     status: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, str | None] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
 
 
@@ -116,7 +124,7 @@ def plan_schedule(
         parse_time((_meta(j).get("annotations") or {}).get(ANNOTATION_SCHEDULED)) for j in jobs
     ]
     last_schedule_time = max((t for t in started if t is not None), default=None)
-    skipped = parse_time(status.get("lastSkippedTime"))
+    skipped = parse_time(annotations.get(NOTE_SKIPPED))
     last_scheduled = max((t for t in (last_schedule_time, skipped) if t is not None), default=None)
 
     def start(run: NewRun) -> bool:
@@ -140,7 +148,7 @@ def plan_schedule(
         return True
 
     blocked: str | None = None
-    handled_run_now = status.get("lastRunNow")
+    handled_run_now = annotations.get(NOTE_RUN_NOW_HANDLED)
     request = annotations.get(ANNOTATION_RUN_NOW)
     if not model_exists:
         plan.events.append(
@@ -163,7 +171,7 @@ def plan_schedule(
         )
         next_run = run_plan.next_run
         if run_plan.skipped is not None:
-            plan.status["lastSkippedTime"] = format_time(run_plan.skipped)
+            plan.notes[NOTE_SKIPPED] = format_time(run_plan.skipped)
             plan.events.append(
                 Event(
                     "Warning",
@@ -179,7 +187,7 @@ def plan_schedule(
             else:
                 blocked = format_time(run_plan.due)
 
-    if blocked is not None and status.get("blockedRun") != blocked:
+    if blocked is not None and annotations.get(NOTE_BLOCKED) != blocked:
         plan.events.append(
             Event("Normal", "RunBlocked", f"run {blocked} waits: a run is active (Forbid)")
         )
@@ -190,7 +198,7 @@ def plan_schedule(
         key=lambda n: _finished_at(by_name[n]),
     )
     last_run = status.get("lastRun") or {}
-    if finished and last_run.get("job") != finished[-1]:
+    if finished and last_run.get("jobName") != finished[-1]:
         plan.record = finished[-1]
 
     # History limits: keep the newest N finished runs of each outcome.
@@ -209,33 +217,54 @@ def plan_schedule(
     last_success = max(
         [t for t in [status.get("lastSuccessfulTime"), *succeeded_times] if t], default=None
     )
+    scheduled_of = {r.name: r.scheduled for r in plan.create}
+    scheduled_of.update({n: parse_time(_started_at(j)) for n, j in by_name.items()})
     plan.status.update(
         {
             "observedGeneration": generation,
-            "active": [{"name": n} for n in sorted(active)],
+            "active": [_job_reference(n, scheduled_of.get(n)) for n in sorted(active)],
             "lastScheduleTime": format_time(last_schedule_time) if last_schedule_time else None,
             "lastSuccessfulTime": last_success,
             "nextScheduleTime": format_time(next_run) if next_run else None,
-            "lastRunNow": handled_run_now,
-            "blockedRun": blocked,
         }
     )
+    if handled_run_now != annotations.get(NOTE_RUN_NOW_HANDLED):
+        plan.notes[NOTE_RUN_NOW_HANDLED] = handled_run_now
+    if blocked != annotations.get(NOTE_BLOCKED):
+        plan.notes[NOTE_BLOCKED] = blocked
     return plan
 
 
+def _job_reference(name: str, scheduled: datetime | None) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": name}
+    if scheduled is not None:
+        ref["scheduledTime"] = format_time(scheduled)
+    return ref
+
+
 def run_record(job: Mapping[str, Any], result: st.TrainResult | None) -> dict[str, Any]:
-    """The `status.lastRun` of a finished train Job and its parsed result (if any)."""
+    """The schedule's `status.lastRun` for a finished train Job and its result (if any)."""
     phase = st.job_phase(job)
     record: dict[str, Any] = {
-        "job": _name(job),
+        "jobName": _name(job),
         "outcome": str(phase),
-        "scheduledTime": _started_at(job),
-        "completionTime": _finished_at(job),
+        "finishedAt": _finished_at(job),
     }
-    if phase == st.JobPhase.FAILED:
-        record["message"] = st.job_failure_message(job)
     if result is not None:
         record.update(result.to_status())
+    if phase == st.JobPhase.FAILED:
+        record["reason"] = (st.job_failure_message(job) or "the train Job failed")[:1024]
+    return record
+
+
+def training_record(job: Mapping[str, Any], result: st.TrainResult) -> dict[str, Any]:
+    """The StockModel's `status.lastTraining` for a train Job that reported a result."""
+    record: dict[str, Any] = {"jobName": _name(job), "finishedAt": _finished_at(job)}
+    record.update(result.to_status())
+    if result.version is not None:
+        record["challengerVersion"] = result.version
+    if result.run_id is not None:
+        record["runId"] = result.run_id
     return record
 
 

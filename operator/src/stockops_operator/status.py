@@ -15,6 +15,7 @@ Limits: nothing here talks to the API server; callers pass the objects they read
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -132,6 +133,17 @@ class Decision(StrEnum):
     KEPT = "kept"
 
 
+# The metrics the CRDs' status schema keeps (spec.py `Metrics`); others would be pruned.
+METRIC_KEYS = {
+    "rmse": "rmse",
+    "mae": "mae",
+    "mase": "mase",
+    "directional_accuracy": "directionalAccuracy",
+    "directionalAccuracy": "directionalAccuracy",
+}
+SIDES = ("model", "naive", "champion")
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What one train run decided, as recorded in status.
@@ -139,51 +151,80 @@ class TrainResult:
     Attributes:
         decision: promoted (the production alias moved) or kept.
         version: the registered model version of the challenger, if any.
-        metrics: challenger metrics, e.g. {"rmse": "0.0123"}.
-        naive: the naive (last-close) forecast's metrics on the same windows.
-        champion: the previous production model's metrics, if there was one.
+        run_id: the MLflow run, if given.
+        metrics: per side (`model` = the challenger, `naive`, `champion`) the metrics as
+            decimal strings, e.g. {"model": {"rmse": "0.0123"}, "naive": {"rmse": "0.013"}}.
         reason: the gate's explanation, if given.
     """
 
     decision: Decision
     version: str | None
-    metrics: dict[str, str]
-    naive: dict[str, str]
-    champion: dict[str, str]
+    run_id: str | None
+    metrics: dict[str, dict[str, str]]
     reason: str
 
     def to_status(self) -> dict[str, Any]:
-        """The camelCase status form (numbers as decimal strings: no floats in CRDs)."""
-        out: dict[str, Any] = {
-            "decision": str(self.decision),
-            "metrics": self.metrics,
-            "naive": self.naive,
-        }
-        if self.version is not None:
-            out["version"] = self.version
-        if self.champion:
-            out["champion"] = self.champion
+        """The fields shared by `lastRun` and `lastTraining` (camelCase, no floats)."""
+        out: dict[str, Any] = {"decision": str(self.decision)}
         if self.reason:
-            out["reason"] = self.reason
+            out["reason"] = self.reason[:1024]
+        if self.metrics:
+            out["metrics"] = self.metrics
         return out
 
 
-def _numbers(value: Any) -> dict[str, str]:
+def _decimal(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(number):
+        return None
+    return str(value) if isinstance(value, int) else format(number, ".6g")
+
+
+def _metric_set(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping):
         return {}
-    return {
-        str(k): format(v, ".6g") if isinstance(v, float) else str(v)
-        for k, v in value.items()
-        if isinstance(v, int | float | str) and not isinstance(v, bool)
-    }
+    out = {}
+    for key, raw in value.items():
+        name = METRIC_KEYS.get(str(key))
+        text = _decimal(raw)
+        if name is not None and text is not None:
+            out[name] = text
+    return out
+
+
+def _sides(payload: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    metrics = payload.get("metrics")
+    sides: dict[str, dict[str, str]] = {}
+    if isinstance(metrics, Mapping) and any(isinstance(metrics.get(s), Mapping) for s in SIDES):
+        for side in SIDES:  # {"metrics": {"model": {...}, "naive": {...}, "champion": {...}}}
+            sides[side] = _metric_set(metrics.get(side))
+    elif isinstance(metrics, Mapping):  # {"metrics": {"rmse": .., "naive_rmse": ..}}
+        own = {k: v for k, v in metrics.items() if not k.startswith(("naive_", "champion_"))}
+        sides["model"] = _metric_set(own)
+        for side in ("naive", "champion"):
+            prefix = side + "_"
+            sides[side] = _metric_set(
+                {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
+            )
+    for side in ("naive", "champion"):  # {"naive": {...}, "champion": {...}} at the top
+        if not sides.get(side):
+            sides[side] = _metric_set(payload.get(side))
+    return {k: v for k, v in sides.items() if v}
 
 
 def parse_train_result(text: str) -> TrainResult | None:
     """Read the train Job's JSON line: the last line of `text` that is a JSON object.
 
-    Accepted keys: `promoted` (bool) or `decision` ("promoted"/"kept"); `version`;
-    `metrics` (challenger), `naive` and `champion` (objects of numbers); `reason`.
-    A `metrics` object with `naive_*` keys is split into the two sides.
+    Accepted keys: `promoted` (bool) or `decision` ("promoted"/"kept"); `version` (or
+    `challengerVersion`); `runId`/`run_id`; `reason`; `metrics` either per side
+    (`{"model": {...}, "naive": {...}, "champion": {...}}`) or flat with `naive_`/`champion_`
+    prefixes; `naive`/`champion` objects at the top level are read too. Metric names kept:
+    rmse, mae, mase, directional_accuracy.
 
     Returns:
         The result, or None when no line is a JSON object (a run that crashed early).
@@ -202,17 +243,16 @@ def _result_from(payload: Mapping[str, Any]) -> TrainResult:
     promoted = payload.get("promoted")
     if not isinstance(promoted, bool):
         promoted = str(payload.get("decision", "")).lower() == Decision.PROMOTED
-    metrics = _numbers(payload.get("metrics"))
-    naive = _numbers(payload.get("naive"))
-    for key in [k for k in metrics if k.startswith("naive_")]:
-        naive.setdefault(key.removeprefix("naive_"), metrics.pop(key))
-    version = payload.get("version", payload.get("modelVersion"))
+    version = next(
+        (payload[k] for k in ("challengerVersion", "version", "modelVersion") if payload.get(k)),
+        None,
+    )
+    run_id = payload.get("runId", payload.get("run_id"))
     return TrainResult(
         decision=Decision.PROMOTED if promoted else Decision.KEPT,
         version=None if version is None else str(version),
-        metrics=metrics,
-        naive=naive,
-        champion=_numbers(payload.get("champion")),
+        run_id=None if run_id is None else str(run_id),
+        metrics=_sides(payload),
         reason=str(payload.get("reason", "")),
     )
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from stockops_model.spec import RetrainScheduleSpec, StockModelSpec
+from stockops_model.spec import RetrainScheduleSpec, RuntimeSpec, StockModelSpec
 from stockops_operator import builders
 from stockops_operator.settings import Settings
 
@@ -158,3 +158,45 @@ def test_deploy_job_names_the_version() -> None:
     assert container(job)["args"][1] == "deploy"
     env = {e["name"]: e["value"] for e in container(job)["env"]}
     assert env["STOCKOPS_TARGET_VERSION"] == "3"
+
+
+def test_spec_runtime_overrides_the_chart_defaults() -> None:
+    runtime = RuntimeSpec.model_validate(
+        {
+            "image": "registry.example/stockops:2",
+            "serviceAccountName": "forecaster",
+            "azureClientId": "00000000-0000-0000-0000-000000000001",
+            "env": [{"name": "KAFKA_PASSWORD", "secretName": "kafka", "key": "password"}],
+            "train": {
+                "resources": {"requests": {"cpu": "2"}},
+                "env": [{"name": "KAFKA_PASSWORD", "secretName": "kafka-train", "key": "pw"}],
+            },
+        }
+    )
+    spec = RetrainScheduleSpec.model_validate({"modelRef": {"name": "demo"}, "interval": "15m"})
+    job = builders.build_train_job(
+        name="x",
+        schedule=SCHEDULE,
+        spec=spec,
+        settings=Settings(),
+        scheduled=None,
+        run_now="r",
+        runtime=runtime,
+    )
+    c = container(job)
+    assert c["image"] == "registry.example/stockops:2"
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "forecaster"
+    assert job["spec"]["template"]["metadata"]["labels"][builders.AZURE_IDENTITY_LABEL] == "true"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["AZURE_CLIENT_ID"]["value"] == "00000000-0000-0000-0000-000000000001"
+    # The train-specific Secret wins over the model-wide one of the same name.
+    assert env["KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kafka-train"
+    # Given requests are merged over the defaults; limits stay the chart's.
+    assert c["resources"]["requests"]["cpu"] == "2"
+    assert (
+        c["resources"]["requests"]["memory"] == Settings().resources["train"]["requests"]["memory"]
+    )
+    assert c["resources"]["limits"] == Settings().resources["train"]["limits"]
+    # Other workloads of the same model keep the chart's resources.
+    feed = builders.build_feed_deployment(MODEL, Settings(), "h", runtime)
+    assert container(feed)["resources"] == Settings().resources["feed"]

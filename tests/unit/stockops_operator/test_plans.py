@@ -64,6 +64,11 @@ def job(
     }
 
 
+def applied(notes: Mapping[str, str | None]) -> dict[str, str]:
+    """Annotations after a merge patch of `notes` onto none (None removes a key)."""
+    return {k: v for k, v in notes.items() if v is not None}
+
+
 def plan(
     *,
     now: datetime,
@@ -93,7 +98,9 @@ def test_first_scheduled_run_is_created_with_its_deterministic_name() -> None:
     assert p.create[0].scheduled == T1
     assert p.status["lastScheduleTime"] == format_time(T1)
     assert p.status["nextScheduleTime"] == format_time(T2)
-    assert p.status["active"] == [{"name": scheduled_job_name("hourly", T1)}]
+    assert p.status["active"] == [
+        {"name": scheduled_job_name("hourly", T1), "scheduledTime": format_time(T1)}
+    ]
     assert p.status["observedGeneration"] == 3
     assert [e.reason for e in p.events] == ["RunStarted"]
 
@@ -104,7 +111,7 @@ def test_restart_after_job_created_but_before_status_written_creates_nothing() -
     p = plan(now=T1 + timedelta(minutes=5), jobs=[running], status={})
     assert p.create == []
     assert p.status["lastScheduleTime"] == format_time(T1)
-    assert p.status["active"] == [{"name": running["metadata"]["name"]}]
+    assert [a["name"] for a in p.status["active"]] == [running["metadata"]["name"]]
 
 
 def test_forbid_does_not_start_a_second_run_and_reports_it_once() -> None:
@@ -114,8 +121,13 @@ def test_forbid_does_not_start_a_second_run_and_reports_it_once() -> None:
     assert p.delete == []
     assert p.status["lastScheduleTime"] == format_time(T1)  # the T2 run is still owed
     assert [e.reason for e in p.events] == ["RunBlocked"]
+    assert p.notes[plans.NOTE_BLOCKED] == format_time(T2)
     again = plan(
-        now=T2 + timedelta(seconds=20), jobs=[running], status=p.status, concurrencyPolicy="Forbid"
+        now=T2 + timedelta(seconds=20),
+        jobs=[running],
+        status=p.status,
+        annotations=applied(p.notes),
+        concurrencyPolicy="Forbid",
     )
     assert again.events == []
 
@@ -131,7 +143,7 @@ def test_replace_deletes_the_active_run_and_starts_the_new_one() -> None:
     p = plan(now=T2 + timedelta(seconds=1), jobs=[running], concurrencyPolicy="Replace")
     assert p.delete == [running["metadata"]["name"]]
     assert [r.name for r in p.create] == [scheduled_job_name("hourly", T2)]
-    assert p.status["active"] == [{"name": scheduled_job_name("hourly", T2)}]
+    assert [a["name"] for a in p.status["active"]] == [scheduled_job_name("hourly", T2)]
 
 
 def test_allow_runs_beside_the_active_run() -> None:
@@ -150,14 +162,14 @@ def test_suspend_stops_scheduled_runs_but_not_run_now() -> None:
         now=T2 + timedelta(seconds=1), suspend=True, annotations={ANNOTATION_RUN_NOW: "please-1"}
     )
     assert [r.name for r in asked.create] == [manual_job_name("hourly", "please-1")]
-    assert asked.status["lastRunNow"] == "please-1"
+    assert asked.notes[plans.NOTE_RUN_NOW_HANDLED] == "please-1"
 
 
 def test_run_now_is_handled_once_per_annotation_value() -> None:
     now = T1 - timedelta(minutes=10)
     first = plan(now=now, annotations={ANNOTATION_RUN_NOW: "x"})
     assert len(first.create) == 1
-    again = plan(now=now, annotations={ANNOTATION_RUN_NOW: "x"}, status=first.status)
+    again = plan(now=now, annotations={ANNOTATION_RUN_NOW: "x", **applied(first.notes)})
     assert again.create == []
 
 
@@ -166,9 +178,14 @@ def test_run_now_waits_under_forbid_and_is_not_lost() -> None:
     now = T1 + timedelta(minutes=5)
     p = plan(now=now, jobs=[running], annotations={ANNOTATION_RUN_NOW: "x"})
     assert p.create == []
-    assert p.status["lastRunNow"] is None
+    assert plans.NOTE_RUN_NOW_HANDLED not in p.notes
     done = job(running["metadata"]["name"], scheduled=T1, phase="Complete", finished=now)
-    later = plan(now=now, jobs=[done], annotations={ANNOTATION_RUN_NOW: "x"}, status=p.status)
+    later = plan(
+        now=now,
+        jobs=[done],
+        annotations={ANNOTATION_RUN_NOW: "x", **applied(p.notes)},
+        status=p.status,
+    )
     assert [r.run_now for r in later.create] == ["x"]
 
 
@@ -185,10 +202,15 @@ def test_starting_deadline_skips_a_late_run_with_a_warning() -> None:
         startingDeadlineSeconds=60,
     )
     assert p.create == []
-    assert p.status["lastSkippedTime"] == format_time(T2)
+    assert p.notes[plans.NOTE_SKIPPED] == format_time(T2)
     assert [(e.type, e.reason) for e in p.events] == [("Warning", "MissedSchedule")]
     # Reported once: the skipped instant now counts as handled.
-    again = plan(now=T2 + timedelta(minutes=31), status=p.status, startingDeadlineSeconds=60)
+    again = plan(
+        now=T2 + timedelta(minutes=31),
+        status=p.status,
+        annotations=applied(p.notes),
+        startingDeadlineSeconds=60,
+    )
     assert again.events == []
     assert again.create == []
 
@@ -203,7 +225,7 @@ def test_the_newest_finished_run_is_recorded_once() -> None:
     again = plan(
         now=now,
         jobs=[a, b],
-        status={"lastScheduleTime": format_time(T2), "lastRun": {"job": "hourly-b"}},
+        status={"lastScheduleTime": format_time(T2), "lastRun": {"jobName": "hourly-b"}},
     )
     assert again.record is None
 
@@ -220,7 +242,7 @@ def test_history_limits_delete_the_oldest_finished_runs() -> None:
     p = plan(
         now=base + timedelta(minutes=30),
         jobs=jobs,
-        status={"lastScheduleTime": format_time(base), "lastRun": {"job": "bad-2"}},
+        status={"lastScheduleTime": format_time(base), "lastRun": {"jobName": "bad-2"}},
         successfulRunsHistoryLimit=2,
         failedRunsHistoryLimit=1,
     )
@@ -230,24 +252,35 @@ def test_history_limits_delete_the_oldest_finished_runs() -> None:
 def test_run_record_puts_metrics_beside_the_naive_forecast() -> None:
     done = job("hourly-a", scheduled=T1, phase="Complete", finished=T1 + timedelta(minutes=5))
     result = parse_train_result(
-        'epoch 30/30\n{"promoted": true, "version": 4, "metrics": {"rmse": 0.0123, '
-        '"naive_rmse": 0.0131}, "champion": {"rmse": 0.0129}}'
+        'epoch 30/30\n{"promoted": true, "version": 4, "runId": "abc", "metrics": '
+        '{"model": {"rmse": 0.0123, "mae": 0.01}, "naive": {"rmse": 0.0131}, '
+        '"champion": {"rmse": 0.0129}}, "reason": "beats champion and naive"}'
     )
     assert isinstance(result, TrainResult)
     record = plans.run_record(done, result)
-    assert record["outcome"] == "Succeeded"
-    assert record["decision"] == "promoted"
-    assert record["version"] == "4"
-    assert record["metrics"] == {"rmse": "0.0123"}
-    assert record["naive"] == {"rmse": "0.0131"}
-    assert record["scheduledTime"] == format_time(T1)
+    assert record == {
+        "jobName": "hourly-a",
+        "outcome": "Succeeded",
+        "finishedAt": format_time(T1 + timedelta(minutes=5)),
+        "decision": "promoted",
+        "reason": "beats champion and naive",
+        "metrics": {
+            "model": {"rmse": "0.0123", "mae": "0.01"},
+            "naive": {"rmse": "0.0131"},
+            "champion": {"rmse": "0.0129"},
+        },
+    }
+    training = plans.training_record(done, result)
+    assert training["challengerVersion"] == "4"
+    assert training["runId"] == "abc"
+    assert training["metrics"] == record["metrics"]
 
 
 def test_run_record_of_a_failed_run_says_why() -> None:
     failed = job("hourly-a", scheduled=T1, phase="Failed")
     record = plans.run_record(failed, None)
     assert record["outcome"] == "Failed"
-    assert "backoff limit" in record["message"]
+    assert "backoff limit" in record["reason"]
     assert "decision" not in record
 
 

@@ -74,15 +74,25 @@ def test_job_phase_from_conditions() -> None:
 
 def test_train_result_takes_the_last_json_line() -> None:
     text = (
-        'loading\n{"not": "this"}\nnoise\n{"decision": "kept", "metrics": {"rmse": 2}, '
-        '"naive": {"rmse": 1.5}, "reason": "worse than naive"}\n'
+        'loading\n{"not": "this"}\nnoise\n{"decision": "kept", "metrics": {"rmse": 2, '
+        '"naive_rmse": 1.5, "loss": 0.3}, "reason": "worse than naive"}\n'
     )
     result = st.parse_train_result(text)
     assert result is not None
     assert result.decision == st.Decision.KEPT
-    assert result.metrics == {"rmse": "2"}
-    assert result.naive == {"rmse": "1.5"}
+    # Flat metrics are split by prefix; names the status schema does not know are dropped.
+    assert result.metrics == {"model": {"rmse": "2"}, "naive": {"rmse": "1.5"}}
     assert result.to_status()["reason"] == "worse than naive"
+
+
+def test_train_result_metrics_are_decimal_strings_without_nan() -> None:
+    result = st.parse_train_result(
+        '{"promoted": false, "metrics": {"model": {"rmse": 1.234567891e-05, "mase": NaN, '
+        '"directional_accuracy": 0.53}}, "naive": {"rmse": 1.3e-05}}'
+    )
+    assert result is not None
+    assert result.metrics["model"] == {"rmse": "1.23457e-05", "directionalAccuracy": "0.53"}
+    assert result.metrics["naive"] == {"rmse": "1.3e-05"}
 
 
 def test_no_json_line_means_no_result() -> None:

@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 from stockops_model.errors import SpecError
-from stockops_model.spec import RetrainScheduleSpec, describe_spec_error
+from stockops_model.spec import (
+    RetrainScheduleSpec,
+    RuntimeSpec,
+    StockModelSpec,
+    describe_spec_error,
+)
 
 from stockops_operator import appliers, builders, metrics, plans, status
 from stockops_operator.handlers.stockmodels import record_training
@@ -72,6 +78,16 @@ async def _invalid(
         raise kopf.PermanentError(message)
 
 
+def _runtime_of(model: Mapping[str, Any] | None) -> RuntimeSpec | None:
+    """The StockModel's `spec.runtime` for the train Jobs; None if absent or not valid."""
+    if model is None:
+        return None
+    try:
+        return StockModelSpec.model_validate(model.get("spec") or {}).runtime
+    except ValidationError:
+        return None
+
+
 async def _reconcile(body: kopf.Body, rt: Runtime, logger: Logger, *, event: bool) -> None:
     meta = body["metadata"]
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
@@ -88,6 +104,7 @@ async def _reconcile(body: kopf.Body, rt: Runtime, logger: Logger, *, event: boo
         return
 
     model = await rt.kube.get(STOCKMODELS, namespace, spec.model_ref.name)
+    runtime = _runtime_of(model)
     jobs = await appliers.owned_jobs(rt.kube, namespace, f"{builders.LABEL_SCHEDULE}={name}", uid)
     current = body.get("status") or {}
     plan = plans.plan_schedule(
@@ -113,6 +130,7 @@ async def _reconcile(body: kopf.Body, rt: Runtime, logger: Logger, *, event: boo
             settings=rt.settings,
             scheduled=run.scheduled,
             run_now=run.run_now,
+            runtime=runtime,
         )
         if await appliers.create_job(rt.kube, job):
             trigger = "manual" if run.run_now is not None else "scheduled"
@@ -140,12 +158,18 @@ async def _reconcile(body: kopf.Body, rt: Runtime, logger: Logger, *, event: boo
         outcome = record["outcome"]
         summary = f"run {plan.record} {outcome.lower()}"
         if result is not None:
-            summary += f": {result.decision}; challenger {result.metrics}, naive {result.naive}"
+            summary += f": {result.decision}; " + ", ".join(
+                f"{side} {values}" for side, values in result.metrics.items()
+            )
+        elif outcome == "Failed":
+            summary += f": {record.get('reason', '')}"
         plan.events.append(
             plans.Event("Normal" if outcome == "Succeeded" else "Warning", f"Run{outcome}", summary)
         )
-        if model is not None:
-            await record_training(rt, model, record)
+        if model is not None and result is not None:
+            await record_training(rt, model, plans.training_record(job, result))
+    if plan.notes:
+        await rt.kube.patch_annotations(RETRAINSCHEDULES, namespace, name, plan.notes)
     await appliers.write_status(rt.kube, RETRAINSCHEDULES, body, desired)
     appliers.post_events(body, plan.events)
     for ev in plan.events:

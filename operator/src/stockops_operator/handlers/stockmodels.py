@@ -82,7 +82,7 @@ async def _reconcile(
         return
 
     owner = builders.Owner.from_body(body)
-    deployments = await appliers.ensure_workloads(rt, owner, spec.to_wire(), force=event)
+    deployments = await appliers.ensure_workloads(rt, owner, spec, force=event)
     deploy_jobs = await appliers.owned_jobs(
         rt.kube,
         owner.namespace,
@@ -107,6 +107,7 @@ async def _reconcile(
             model=owner,
             version=plan.deploy,
             settings=rt.settings,
+            runtime=spec.runtime,
         )
         if await appliers.create_job(rt.kube, job):
             metrics.JOBS_CREATED.labels("deploy", "version").inc()
@@ -118,5 +119,5 @@ async def _reconcile(
 
 
 async def record_training(rt: Runtime, model: Mapping[str, Any], record: Mapping[str, Any]) -> None:
-    """Copy a schedule's last run record into the StockModel's `status.lastTraining`."""
+    """Write a train run's result into the StockModel's `status.lastTraining`."""
     await appliers.write_status(rt.kube, STOCKMODELS, model, {"lastTraining": dict(record)})
