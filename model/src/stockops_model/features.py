@@ -263,7 +263,7 @@ def build_features(
     missing = [c for c in _BAR_COLUMNS if c not in bars.columns]
     if missing:
         raise DataError(f"bars lack column(s) {', '.join(missing)}")
-    unknown = sorted(set(bars["symbol"].astype(str)) - set(tickers))
+    unknown = sorted({str(s) for s in bars["symbol"].unique()} - set(tickers))
     if unknown:
         raise DataError(
             f"bars of ticker(s) {', '.join(unknown)} not in the model's tickers "
@@ -283,7 +283,8 @@ def build_features(
         for ticker in tickers:
             part[f"{TICKER_PREFIX}{ticker}"] = 1.0 if ticker == symbol else 0.0
         part.insert(0, "symbol", str(symbol))
-        part.insert(1, "ts", group["ts"].iloc[warmup:].to_numpy())
+        # .array keeps the time zone (to_numpy would box every stamp as an object)
+        part.insert(1, "ts", group["ts"].iloc[warmup:].array)
         # "close" may also be a feature column; the frame carries it once.
         if "close" not in part.columns:
             part.insert(2, "close", group["close"].iloc[warmup:].to_numpy(dtype=np.float64))

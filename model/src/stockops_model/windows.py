@@ -32,7 +32,7 @@ Limits: the whole dataset is held in memory as float32 (N * window * F * 4 bytes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +41,7 @@ import pandas as pd
 from stockops_model.errors import DataError
 
 TargetKind = Literal["return", "level"]
+ScalarT = TypeVar("ScalarT", bound=np.generic)
 SESSION_GAP = pd.Timedelta(minutes=30)
 _MINUTE = np.timedelta64(60_000_000_000, "ns")
 
@@ -110,7 +111,7 @@ class Split:
     test_start: np.datetime64
 
 
-def sliding_windows(values: npt.NDArray[np.generic], window: int) -> npt.NDArray[np.generic]:
+def sliding_windows(values: npt.NDArray[ScalarT], window: int) -> npt.NDArray[ScalarT]:
     """All windows of `window` consecutive rows of a (T, F) array, as a read-only view.
 
     Returns:
@@ -123,9 +124,12 @@ def sliding_windows(values: npt.NDArray[np.generic], window: int) -> npt.NDArray
         raise ValueError(f"window must be >= 1, got {window}")
     if values.shape[0] < window:
         return np.empty((0, window, values.shape[1]), dtype=values.dtype)
-    view = np.lib.stride_tricks.sliding_window_view(values, window, axis=0)
-    # sliding_window_view appends the window axis last: (T-w+1, F, w) -> (T-w+1, w, F).
-    return view.transpose(0, 2, 1)
+    # A (window, F) window shape keeps each window one contiguous block of memory, so
+    # gathering windows copies whole blocks: (T-w+1, 1, w, F) -> (T-w+1, w, F).
+    view: npt.NDArray[ScalarT] = np.lib.stride_tricks.sliding_window_view(
+        values, (window, values.shape[1])
+    )[:, 0]
+    return view
 
 
 def make_target(
@@ -190,7 +194,9 @@ def build_dataset(
     if missing:
         raise DataError(f"features lack column(s) {', '.join(missing)}")
     n_features = len(columns)
-    xs: list[npt.NDArray[np.float32]] = []
+    # Per ticker: the strided view of all its windows and which of them are samples;
+    # gathered once into one preallocated array (a concatenate would copy 50 MB twice).
+    views: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]] = []
     last: list[npt.NDArray[np.float64]] = []
     future: list[npt.NDArray[np.float64]] = []
     ends: list[npt.NDArray[np.datetime64]] = []
@@ -212,8 +218,7 @@ def build_dataset(
         keep = np.less_equal(want, _session_ends(ts)[end_pos])
         # Last bar at or before end_ts + horizon: the last traded price at that instant.
         target_pos = np.searchsorted(ts, want[keep], side="right") - 1
-        windows = sliding_windows(values, window)[keep]
-        xs.append(np.ascontiguousarray(windows))
+        views.append((sliding_windows(values, window), np.flatnonzero(keep)))
         last.append(close[end_pos[keep]])
         future.append(close[target_pos])
         ends.append(end_ts[keep])
@@ -221,7 +226,7 @@ def build_dataset(
         targets_ts.append(ts[target_pos])
         symbols.append(np.full(int(keep.sum()), str(symbol)))
 
-    if not xs:
+    if not views:
         empty_ts = np.empty(0, dtype="datetime64[ns]")
         return Dataset(
             X=np.empty((0, window, n_features), dtype=np.float32),
@@ -239,7 +244,7 @@ def build_dataset(
     last_close = np.concatenate(last)
     future_close = np.concatenate(future)
     return Dataset(
-        X=np.concatenate(xs),
+        X=_gather(views, window, n_features),
         y=make_target(future_close, last_close, target),
         last_close=last_close,
         future_close=future_close,
@@ -251,6 +256,19 @@ def build_dataset(
         target=target,
         horizon=horizon,
     )
+
+
+def _gather(
+    views: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]],
+    window: int,
+    n_features: int,
+) -> npt.NDArray[np.float32]:
+    out = np.empty((sum(len(i) for _, i in views), window, n_features), dtype=np.float32)
+    offset = 0
+    for view, index in views:
+        out[offset : offset + len(index)] = view[index]
+        offset += len(index)
+    return out
 
 
 def chronological_split(
