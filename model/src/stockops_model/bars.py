@@ -15,6 +15,8 @@ calendars; `stockops_model.loaders.regular_hours_mask` answers that for US equit
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -37,6 +39,7 @@ BAR_COLUMNS: tuple[str, ...] = ("symbol", "ts", "open", "high", "low", "close", 
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,14}$"
 SOURCE_MAX_LENGTH = 32
+_STR_DTYPE = pd.StringDtype(na_value=np.nan)  # pandas' default `str` dtype
 
 
 def _require_number(value: object) -> object:
@@ -146,11 +149,16 @@ def normalise_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """
     _require_columns(frame)
     out = frame.loc[:, list(BAR_COLUMNS)].copy()
-    try:
-        out["ts"] = pd.to_datetime(out["ts"], utc=True).astype("datetime64[ns, UTC]")
-    except (ValueError, TypeError) as exc:
-        raise BarValidationError(f"ts: cannot be read as timestamps: {exc}") from None
+    # Each conversion is skipped when the column already has its canonical dtype: loaders
+    # and the sink call this on every frame, and the conversions dominate their time.
+    if str(out["ts"].dtype) != "datetime64[ns, UTC]":
+        try:
+            out["ts"] = pd.to_datetime(out["ts"], utc=True).astype("datetime64[ns, UTC]")
+        except (ValueError, TypeError) as exc:
+            raise BarValidationError(f"ts: cannot be read as timestamps: {exc}") from None
     for col in (*PRICE_COLUMNS, "volume"):
+        if out[col].dtype == np.float64:
+            continue
         try:
             out[col] = pd.to_numeric(out[col], errors="raise").astype("float64")
         except (ValueError, TypeError) as exc:
@@ -158,7 +166,8 @@ def normalise_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for col in ("symbol", "source"):
         if out[col].isna().any():
             raise BarValidationError(f"{col}: {int(out[col].isna().sum())} missing value(s)")
-        out[col] = out[col].astype(object).astype(str)
+        if out[col].dtype != _STR_DTYPE:
+            out[col] = out[col].astype(object).astype(str)
     out = out.drop_duplicates(subset=["symbol", "ts"], keep="last")
     return out.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
 
@@ -197,11 +206,11 @@ def validate_frame(frame: pd.DataFrame) -> pd.DataFrame:
             ("high must be >= open and close", ~(high >= np.maximum(open_, close))),
             (
                 f"symbol must match {SYMBOL_PATTERN}",
-                ~frame["symbol"].astype(str).str.fullmatch(SYMBOL_PATTERN[1:-1]).to_numpy(bool),
+                _bad_values(frame["symbol"], lambda v: re.fullmatch(SYMBOL_PATTERN, v) is None),
             ),
             (
                 f"source must be 1..{SOURCE_MAX_LENGTH} characters",
-                ~frame["source"].astype(str).str.len().between(1, SOURCE_MAX_LENGTH).to_numpy(bool),
+                _bad_values(frame["source"], lambda v: not 1 <= len(v) <= SOURCE_MAX_LENGTH),
             ),
         ]
     for reason, bad in checks:
@@ -217,6 +226,14 @@ def validate_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def is_finite_number(value: object) -> bool:
     """True for an int or float that is neither NaN nor infinite (bools excluded)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _bad_values(column: pd.Series, is_bad: Callable[[str], bool]) -> npt.NDArray[np.bool_]:
+    # A frame has few distinct symbols and sources: check each once, not once a row.
+    bad = [v for v in column.unique() if not isinstance(v, str) or is_bad(v)]
+    if not bad:
+        return np.zeros(len(column), dtype=bool)
+    return np.asarray(column.isin(bad).to_numpy(dtype=bool))
 
 
 def _require_columns(frame: pd.DataFrame) -> None:

@@ -14,7 +14,7 @@
 * `"synthetic"` (finite unless `days=None`; `SyntheticSource`): `seed` (0), `start`
   (2024-01-02), `days` (5), `bars_per_day` (390), `start_price` (100), `drift` (0.05 a
   year), `volatility` (0.2 a year), `base_volume` (10,000 a minute), `speed` (as replay),
-  `source` ("synthetic").
+  `source` ("synthetic"), `regular_hours` (accepted; every synthetic bar is regular).
 
 Unknown kinds and options raise `SpecError` naming what is accepted.
 """

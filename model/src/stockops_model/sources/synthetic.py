@@ -181,6 +181,8 @@ class SyntheticSource:
         source: the `source` label of the bars.
         seed, start, days, bars_per_day, start_price, drift, volatility, base_volume:
             the fields of `SyntheticParams` (start None = its default date).
+        regular_hours: accepted for symmetry with the other sources; synthetic bars are
+            always regular-session bars.
     """
 
     name = "synthetic"
@@ -200,7 +202,11 @@ class SyntheticSource:
         drift: float = SyntheticParams.drift,
         volatility: float = SyntheticParams.volatility,
         base_volume: float = SyntheticParams.base_volume,
+        regular_hours: bool = True,
     ) -> None:
+        # Every generated bar is a regular-session bar; the option exists so that one set
+        # of feed options (e.g. --regular-hours) fits every source.
+        del regular_hours
         if not symbols:
             raise SpecError("synthetic source: at least one symbol is needed")
         if speed is not None and speed < 0:
