@@ -38,6 +38,10 @@ from stockops_model.testing.processes import ServiceProcess, run_logged
 
 log = logging.getLogger(__name__)
 
+# A guard against a hang, not a speed target, sized for 2 busy cores:
+# a JVM start measured 6 s idle and 21 s at load 13.
+READY_TIMEOUT = 240.0
+
 POM_ENV = "STOCKOPS_KAFKA_POM"
 _T = TypeVar("_T")
 
@@ -249,7 +253,7 @@ class KafkaBroker:
         self._format_storage()
         self.process.start()
 
-    def wait_until_ready(self, timeout: float = 120.0) -> float:
+    def wait_until_ready(self, timeout: float = READY_TIMEOUT) -> float:
         """Wait until the launched broker serves metadata and consumer groups.
 
         Returns:
@@ -266,7 +270,7 @@ class KafkaBroker:
             interval=0.3,
         )
 
-    def start(self, timeout: float = 120.0) -> float:
+    def start(self, timeout: float = READY_TIMEOUT) -> float:
         """Start (or restart) the broker and wait until it is ready; return seconds waited."""
         self.launch()
         return self.wait_until_ready(timeout)
@@ -294,7 +298,7 @@ def start_kafka(
     run_dir: Path | None = None,
     *,
     cache: Path | None = None,
-    timeout: float = 120.0,
+    timeout: float = READY_TIMEOUT,
     wait: bool = True,
 ) -> KafkaBroker:
     """Install if needed, then start a fresh broker and wait until it is ready.

@@ -26,6 +26,10 @@ from stockops_model.testing.processes import ServiceProcess
 
 log = logging.getLogger(__name__)
 
+# A guard against a hang, not a speed target, sized for 2 busy cores:
+# measured 8 s idle and 87 s at load 13, most of it imports and migrations.
+READY_TIMEOUT = 300.0
+
 
 class MlflowServer:
     """A running MLflow tracking server: its URI, and stop/close."""
@@ -85,11 +89,11 @@ class MlflowServer:
         """Start the server process; do not wait."""
         self.process.start()
 
-    def wait_until_ready(self, timeout: float = 120.0) -> float:
+    def wait_until_ready(self, timeout: float = READY_TIMEOUT) -> float:
         """Wait until /health answers 200; return the seconds waited."""
         return self.process.wait_ready(self._healthy, timeout=timeout, interval=0.3)
 
-    def start(self, timeout: float = 120.0) -> float:
+    def start(self, timeout: float = READY_TIMEOUT) -> float:
         """Start the server and wait until /health answers 200; return the seconds waited."""
         self.launch()
         return self.wait_until_ready(timeout)
@@ -110,7 +114,7 @@ class MlflowServer:
 
 
 def start_mlflow_server(
-    run_dir: Path | None = None, *, timeout: float = 120.0, wait: bool = True
+    run_dir: Path | None = None, *, timeout: float = READY_TIMEOUT, wait: bool = True
 ) -> MlflowServer:
     """Start a fresh MLflow server with an empty store and wait until it is healthy.
 
