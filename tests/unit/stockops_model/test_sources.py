@@ -236,3 +236,5 @@ def test_build_source_explains_bad_requests() -> None:
         build_source("replay", symbols=["AAPL"])
     with pytest.raises(SpecError, match="at least one symbol"):
         build_source("yahoo", symbols=[])
+    with pytest.raises(SpecError, match=r"\^GSPC do not fit the bar schema"):
+        build_source("yahoo", symbols=["AAPL", "^GSPC"])

@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import random
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,7 +51,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from stockops_model.bars import Bar
+from stockops_model.bars import SYMBOL_PATTERN, Bar
 from stockops_model.clock import Clock, SystemClock
 from stockops_model.errors import (
     BarValidationError,
@@ -145,6 +146,8 @@ def parse_chart(payload: Any, symbol: str) -> Chart:
     results = chart.get("result")
     if not results:
         return Chart(symbol=symbol, meta=None, bars=())
+    if not isinstance(results, list):
+        raise SourceError(f"Yahoo chart for {symbol}: result is not a list")
     result = results[0]
     if not isinstance(result, dict):
         raise SourceError(f"Yahoo chart for {symbol}: result[0] is not an object")
@@ -384,6 +387,12 @@ class YahooSource:
         if poll_seconds <= 0 or timeout <= 0 or max_retries < 0:
             raise SpecError("yahoo source: poll_seconds and timeout must be > 0, retries >= 0")
         self.symbols = [s.upper() for s in symbols]
+        unusable = [s for s in self.symbols if not re.fullmatch(SYMBOL_PATTERN, s)]
+        if unusable:
+            raise SpecError(
+                f"yahoo source: symbol(s) {', '.join(unusable)} do not fit the bar schema "
+                f"({SYMBOL_PATTERN}); indices like ^GSPC are not supported"
+            )
         self.clock: Clock = clock or SystemClock()
         self.base_url = base_url
         self.poll_seconds = poll_seconds
