@@ -176,8 +176,9 @@ def load_bars(
     """Load bars from files or directories in either format, detected per file.
 
     Args:
-        path_or_dir: a file, a directory (every `*.csv` in it, not recursive), or a list
-            of either. The symbol comes from each file's name (`AMZN.csv`,
+        path_or_dir: a file, a directory (every bar file `*.csv` in it and its
+            subdirectories; other CSVs are skipped with a warning), or a list of either.
+            The symbol comes from each file's name (`AMZN.csv`,
             `nt-spy-minute-2011-01.csv` -> SPY; other NinjaTrader names -> SPY).
         symbols: keep only these tickers; files of other tickers are not even read.
         start: first trading date to keep (US/Eastern calendar date, inclusive).
@@ -194,8 +195,7 @@ def load_bars(
     wanted = {s.upper() for s in symbols} if symbols is not None else None
     frames: list[pd.DataFrame] = []
     found: set[str] = set()
-    for path in _csv_files(path_or_dir):
-        fmt = detect_format(path)
+    for path, fmt in _csv_files(path_or_dir):
         symbol = symbol_from_path(path, fmt) or "SPY"
         if wanted is not None and symbol not in wanted:
             continue
@@ -287,19 +287,25 @@ def _finish(raw: pd.DataFrame, ts: pd.Series, symbol: str, source: str, path: Pa
     return frame
 
 
-def _csv_files(path_or_dir: PathLike | Sequence[PathLike]) -> list[Path]:
+def _csv_files(path_or_dir: PathLike | Sequence[PathLike]) -> list[tuple[Path, DataFormat]]:
     items = [path_or_dir] if isinstance(path_or_dir, str | Path) else list(path_or_dir)
-    files: list[Path] = []
+    files: list[tuple[Path, DataFormat]] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            files.extend(sorted(path.glob("*.csv")))
+            for found in sorted(path.rglob("*.csv")):
+                # A data directory may hold other CSVs (notes, exports); a file named
+                # explicitly must be a bar file, one met while scanning need not.
+                try:
+                    files.append((found, detect_format(found)))
+                except DataError as exc:
+                    log.warning("skipping %s", exc)
         elif path.is_file():
-            files.append(path)
+            files.append((path, detect_format(path)))
         else:
             raise DataError(f"bar data path {path} does not exist")
     if not files:
-        raise DataError(f"no *.csv bar files in {path_or_dir}")
+        raise DataError(f"no bar files (*.csv in a known format) in {path_or_dir}")
     return files
 
 

@@ -141,6 +141,18 @@ def test_load_bars_reads_a_directory_and_filters(tmp_path: Path) -> None:
     validate_frame(only)
 
 
+def test_a_data_directory_is_searched_recursively_skipping_other_csvs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "notes.csv").write_text("what,when\nlunch,noon\n")
+    everything = load_bars([ROOT / "examples" / "data", tmp_path])
+    assert set(everything["symbol"]) == {"SPY"}
+    assert len(everything) == len(load_bars(SPY))
+    assert "unknown bar file format" in caplog.text
+    with pytest.raises(DataError, match="unknown bar file format"):
+        load_bars(tmp_path / "notes.csv")
+
+
 def test_load_bars_takes_a_list_and_dedupes_overlapping_files() -> None:
     path = SPY / "nt-spy-minute-2011-01.csv"
     twice = load_bars([path, path])
@@ -152,7 +164,7 @@ def test_load_bars_errors_name_the_problem(tmp_path: Path) -> None:
         load_bars(BARS_2018, symbols=["AMZN", "MSFT"])
     with pytest.raises(DataError, match="does not exist"):
         load_bars(tmp_path / "nowhere")
-    with pytest.raises(DataError, match=r"no \*\.csv bar files"):
+    with pytest.raises(DataError, match=r"no bar files \(\*\.csv in a known format\)"):
         load_bars(tmp_path)
     with pytest.raises(DataError, match="bad date"):
         load_bars(BARS_2018, start="March 9")
