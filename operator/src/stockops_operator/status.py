@@ -198,18 +198,33 @@ def _metric_set(value: Any) -> dict[str, str]:
 
 
 def _sides(payload: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    metrics = payload.get("metrics")
     sides: dict[str, dict[str, str]] = {}
-    if isinstance(metrics, Mapping) and any(isinstance(metrics.get(s), Mapping) for s in SIDES):
-        for side in SIDES:  # {"metrics": {"model": {...}, "naive": {...}, "champion": {...}}}
-            sides[side] = _metric_set(metrics.get(side))
-    elif isinstance(metrics, Mapping):  # {"metrics": {"rmse": .., "naive_rmse": ..}}
-        own = {k: v for k, v in metrics.items() if not k.startswith(("naive_", "champion_"))}
+    gate = payload.get("gate")
+    nested = next(
+        (
+            m
+            for m in (payload.get("metrics"), payload.get("test"))
+            if isinstance(m, Mapping) and any(isinstance(m.get(s), Mapping) for s in SIDES)
+        ),
+        None,
+    )
+    if isinstance(gate, Mapping) and isinstance(gate.get("challenger"), Mapping):
+        # The gate's figures are the ones the decision was made on: prefer them.
+        sides = {
+            "model": _metric_set(gate.get("challenger")),
+            "naive": _metric_set(gate.get("naive")),
+            "champion": _metric_set(gate.get("champion")),
+        }
+    elif nested is not None:  # {"metrics"|"test": {"model": {...}, "naive": {...}}}
+        sides = {side: _metric_set(nested.get(side)) for side in SIDES}
+    elif isinstance(payload.get("metrics"), Mapping):  # {"metrics": {"rmse", "naive_rmse"}}
+        flat: Mapping[str, Any] = payload["metrics"]
+        own = {k: v for k, v in flat.items() if not k.startswith(("naive_", "champion_"))}
         sides["model"] = _metric_set(own)
         for side in ("naive", "champion"):
             prefix = side + "_"
             sides[side] = _metric_set(
-                {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}
+                {k.removeprefix(prefix): v for k, v in flat.items() if k.startswith(prefix)}
             )
     for side in ("naive", "champion"):  # {"naive": {...}, "champion": {...}} at the top
         if not sides.get(side):
@@ -220,10 +235,11 @@ def _sides(payload: Mapping[str, Any]) -> dict[str, dict[str, str]]:
 def parse_train_result(text: str) -> TrainResult | None:
     """Read the train Job's JSON line: the last line of `text` that is a JSON object.
 
-    Accepted keys: `promoted` (bool) or `decision` ("promoted"/"kept"); `version` (or
-    `challengerVersion`); `runId`/`run_id`; `reason`; `metrics` either per side
-    (`{"model": {...}, "naive": {...}, "champion": {...}}`) or flat with `naive_`/`champion_`
-    prefixes; `naive`/`champion` objects at the top level are read too. Metric names kept:
+    The line `stockops train` prints has `promoted`, `reason`, `run_id`,
+    `challenger_version`, `test` (metrics per side: `model`, `naive`) and `gate` (the metrics
+    the decision was made on: `challenger`, `champion`, `naive`); the gate's are preferred.
+    Also accepted: `decision` ("promoted"/"kept"), `version`, `runId`, `metrics` per side or
+    flat with `naive_`/`champion_` prefixes. Metric names kept (the CRDs' status schema):
     rmse, mae, mase, directional_accuracy.
 
     Returns:
@@ -244,7 +260,11 @@ def _result_from(payload: Mapping[str, Any]) -> TrainResult:
     if not isinstance(promoted, bool):
         promoted = str(payload.get("decision", "")).lower() == Decision.PROMOTED
     version = next(
-        (payload[k] for k in ("challengerVersion", "version", "modelVersion") if payload.get(k)),
+        (
+            payload[k]
+            for k in ("challenger_version", "challengerVersion", "version")
+            if payload.get(k)
+        ),
         None,
     )
     run_id = payload.get("runId", payload.get("run_id"))

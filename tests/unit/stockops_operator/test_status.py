@@ -110,3 +110,26 @@ def test_termination_message_of_a_pod() -> None:
     }
     assert st.termination_message(pod) == '{"promoted": false}'
     assert st.termination_message({"status": {}}) == ""
+
+
+def test_train_result_of_the_stockops_train_line_prefers_the_gate_metrics() -> None:
+    line = (
+        '{"challenger_version":"7","data":{"rows":7800},"gate":{"challenger":{"count":390,'
+        '"directional_accuracy":0.51,"mae":0.02,"mase":0.97,"rmse":0.031},"champion":{"rmse":0.033},'
+        '"naive":{"rmse":0.032},"promoted":true},"model":"demo-forecaster","promoted":true,'
+        '"reason":"beats the champion by 6%","run_id":"r1","test":{"model":{"rmse":0.04},'
+        '"naive":{"rmse":0.05}}}'
+    )
+    result = st.parse_train_result("Epoch 1/2\n" + line)
+    assert result is not None
+    assert result.decision == st.Decision.PROMOTED
+    assert result.version == "7"
+    assert result.run_id == "r1"
+    assert result.metrics == {
+        "model": {"directionalAccuracy": "0.51", "mae": "0.02", "mase": "0.97", "rmse": "0.031"},
+        "naive": {"rmse": "0.032"},
+        "champion": {"rmse": "0.033"},
+    }
+    without_gate = st.parse_train_result(line.replace('"gate"', '"gate_"'))
+    assert without_gate is not None
+    assert without_gate.metrics == {"model": {"rmse": "0.04"}, "naive": {"rmse": "0.05"}}
