@@ -15,7 +15,7 @@ sync: uv
 
 ## Run the main job on this machine with embedded defaults.
 up: sync
-	$(UV) run stockops up
+	$(UV) run stockops up -f examples/local/
 
 ## Install what is missing (Python packages, Kafka, Azurite, MLflow, kube-apiserver, helm), start the services, run every test.
 test: sync services
