@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args.file)
     settings = DataPlaneSettings.from_env()
-    location, credentials = store_target(settings, model.spec.storage, url=args.store)
+    location, _ = store_target(settings, model.spec.storage, url=args.store)
     if location.scheme != "file":
         raise SpecError("stockops up writes to a local directory: give spec.storage.path")
     console = Console(stderr=True)
