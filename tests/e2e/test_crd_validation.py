@@ -22,6 +22,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
+
 from stockops_model import crds, spec
 from stockops_model.testing.kube import KubeCluster
 

@@ -26,6 +26,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
+
 from stockops_model import crds, spec
 
 ROOT = Path(__file__).resolve().parents[2]

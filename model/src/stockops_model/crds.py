@@ -12,8 +12,8 @@ schema: references are inlined, `X | None` becomes an optional `X`, `const` beco
 one-value `enum`, titles and `additionalProperties: false` go (the API server prunes and, with
 strict field validation, rejects unknown fields), and the CEL rules and list types declared next
 to the models (`spec.cel`, `spec.k8s`) are kept. Defaults made by a `default_factory` are
-written out: `{}` for a nested model (the API server then applies the nested defaults), the
-dumped value for anything else. Limits: only the constructs the stockops models use are
+written out in full (the API server validates a default as written, so `{}` would fail the
+CEL rules of the object it stands for). Limits: only the constructs the stockops models use are
 handled (objects, arrays, string maps, scalars, enums, dates); anything else raises.
 """
 
@@ -219,10 +219,9 @@ def _factory_default(info: FieldInfo) -> Any:
         return None
     value = factory()  # type: ignore[call-arg]
     if isinstance(value, BaseModel):
-        # The API server applies the nested defaults to `{}`, reproducing the model's defaults.
-        if value != type(value)():
-            raise SchemaConversionError(f"{factory} is not the model's own defaults")
-        return {}
+        # Written out in full, not as `{}`: the API server validates a default (CEL rules
+        # included) as it is, before the nested defaults would fill it.
+        return value.model_dump(mode="json", by_alias=True, exclude_none=True)
     if isinstance(value, list):
         return [
             v.model_dump(mode="json", by_alias=True, exclude_none=True)

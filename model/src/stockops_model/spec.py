@@ -96,8 +96,8 @@ def cel(
             its previous value (a transition rule, checked on update only).
         message: what the API server answers when the rule fails; name the field.
         field_path: JSON path, relative to `self`, of the field the error is reported on.
-        reason: `FieldValueInvalid` (default), `FieldValueForbidden`, `FieldValueRequired`
-            or `FieldValueDuplicate`.
+        reason: `FieldValueInvalid` (default), `FieldValueForbidden` or `FieldValueRequired`
+            (`FieldValueDuplicate` would drop the message: the server says "Duplicate value").
     """
     entry = {"rule": rule, "message": message}
     if field_path is not None:
@@ -423,7 +423,6 @@ class FeaturesSpec(SpecModel):
                 "self.all(a, self.exists_one(b, b.name == a.name && "
                 f"{_cel_effective_period('b')} == {_cel_effective_period('a')}))",
                 "indicators must be unique (same name and effective period)",
-                reason="FieldValueDuplicate",
             )
         ),
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from stockops_model.errors import SpecError
 from stockops_model.spec import (
     SPEC_ENV,

@@ -1,0 +1,270 @@
+"""The Helm chart charts/stockops: lint, render, values schema, package, and RBAC on a real server.
+
+Rendering uses the real `helm` built by the harness. The RBAC tests apply the rendered roles to
+the real kube-apiserver and ask it (SubjectAccessReview) what the operator's ServiceAccount may
+do, so least privilege is checked by the authorizer rather than by reading YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from stockops_model import crds
+from stockops_model.testing.kube import KubeCluster
+from stockops_operator.settings import PREFIX, Settings
+
+pytestmark = pytest.mark.kube
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "stockops"
+Helm = Callable[..., str]
+
+
+def _render(helm: Helm, *args: str, namespace: str = "stockops") -> list[dict[str, Any]]:
+    text = helm("template", "ops", str(CHART), "--namespace", namespace, *args)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def _by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_chart_lints(helm: Helm) -> None:
+    helm("lint", "--strict", str(CHART))
+    helm("lint", "--strict", str(CHART), "--set", "watchNamespace=models")
+
+
+def test_default_render_is_cluster_wide(helm: Helm) -> None:
+    docs = _render(helm)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Service",
+            "ClusterKopfPeering",
+        ]
+    )
+    (peering,) = _by_kind(docs, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "stockops"
+
+
+def test_operator_pod_is_locked_down(helm: Helm) -> None:
+    (deployment,) = _by_kind(_render(helm), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["serviceAccountName"] == "ops-stockops"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["limits"]["memory"]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090}
+    assert container["command"] == ["python", "-m", "stockops_operator"]
+
+
+def test_every_operator_env_var_is_a_setting(helm: Helm) -> None:
+    """A chart value that the operator does not read would be silently ignored."""
+    docs = _render(
+        helm, "--set", "workload.resources.train.requests.cpu=2", "--set", "watchNamespace=models"
+    )
+    (deployment,) = _by_kind(docs, "Deployment")
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    known = {PREFIX + f.name.upper() for f in dataclasses.fields(Settings)} | {
+        PREFIX + "RESOURCES_JSON"
+    }
+    assert set(env) <= known
+    assert env["STOCKOPS_NAMESPACE"] == "models"
+    assert env["STOCKOPS_PEERING_NAME"] == "stockops"
+    assert env["STOCKOPS_RESOURCES_JSON"] == '{"train":{"requests":{"cpu":"2"}}}'
+    assert env["STOCKOPS_WORKLOAD_IMAGE"] == "stockops-workload:0.1.0"
+    assert env["STOCKOPS_LOG_JSON"] == "true"
+
+
+def test_single_namespace_render_uses_roles(helm: Helm) -> None:
+    docs = _render(helm, "--set", "watchNamespace=models")
+    (role,) = _by_kind(docs, "Role")
+    assert role["metadata"]["namespace"] == "models"
+    (binding,) = _by_kind(docs, "RoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ops-stockops", "namespace": "stockops"}
+    ]
+    (peering,) = _by_kind(docs, "KopfPeering")
+    assert peering["metadata"]["namespace"] == "models"
+    cluster_rules = [r for c in _by_kind(docs, "ClusterRole") for r in c["rules"]]
+    writes = [r for r in cluster_rules if set(r["verbs"]) - {"get", "list", "watch"}]
+    aggregated = {"stockmodels", "retrainschedules"}  # the admin/edit aggregation for users
+    assert all(set(r["resources"]) <= aggregated for r in writes)
+    workload_sa = [
+        sa
+        for sa in _by_kind(docs, "ServiceAccount")
+        if sa["metadata"]["name"] == "stockops-workload"
+    ]
+    assert workload_sa[0]["metadata"]["namespace"] == "models"
+
+
+def test_workload_identity_annotates_the_workload_service_account(helm: Helm) -> None:
+    client_id = "11111111-1111-1111-1111-111111111111"
+    docs = _render(
+        helm,
+        "--set",
+        "workload.azureWorkloadIdentity.enabled=true",
+        "--set",
+        f"workload.azureWorkloadIdentity.clientId={client_id}",
+    )
+    (workload_sa,) = [
+        sa
+        for sa in _by_kind(docs, "ServiceAccount")
+        if sa["metadata"]["name"] == "stockops-workload"
+    ]
+    assert workload_sa["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": client_id
+    }
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "watchNamespace=Not_A_Namespace",
+        "replicaCount=-1",
+        "operator.logLevel=LOUD",
+        "workload.azureWorkloadIdentity.clientId=not-a-guid",
+        "typo=1",
+    ],
+)
+def test_values_schema_refuses_bad_values(helm: Helm, bad: str) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as caught:
+        helm("template", "ops", str(CHART), "--set", bad)
+    assert "values don't meet the specifications of the schema" in str(caught.value.stderr)
+
+
+def test_crds_ship_with_the_chart_and_its_package(helm: Helm, tmp_path: Path) -> None:
+    docs = _render(helm, "--include-crds")
+    names = {d["metadata"]["name"] for d in _by_kind(docs, "CustomResourceDefinition")}
+    assert names == {
+        "stockmodels.stockops.io",
+        "retrainschedules.stockops.io",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
+    helm("package", str(CHART), "--destination", str(tmp_path))
+    (package,) = tmp_path.glob("stockops-*.tgz")
+    with tarfile.open(package) as tar:
+        for definition in crds.DEFINITIONS:
+            member = tar.extractfile(f"stockops/crds/{definition.file_name}")
+            assert member is not None
+            assert member.read() == (ROOT / "crds" / definition.file_name).read_bytes()
+
+
+# --------------------------------------------------------------------------- RBAC, for real
+
+
+def _can(
+    cluster: KubeCluster, user: str, verb: str, resource: str, namespace: str, group: str = ""
+) -> bool:
+    resource, _, sub = resource.partition("/")
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=user,
+            groups=["system:serviceaccounts", "system:authenticated"],
+            resource_attributes=client.V1ResourceAttributes(
+                verb=verb,
+                group=group,
+                resource=resource,
+                subresource=sub or None,
+                namespace=namespace or None,
+            ),
+        )
+    )
+    answer = client.AuthorizationV1Api(cluster.api_client()).create_subject_access_review(review)
+    return answer.status is not None and bool(answer.status.allowed)
+
+
+@pytest.mark.parametrize("scope", ["cluster-wide", "one-namespace"])
+def test_rbac_grants_what_the_operator_does_and_nothing_more(
+    kube_cluster: KubeCluster, helm: Helm, namespace: str, scope: str
+) -> None:
+    release = f"r{namespace[-6:]}"
+    args = ["--set", f"watchNamespace={namespace}"] if scope == "one-namespace" else []
+    text = helm(
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "rbac.aggregateToDefaultRoles=false",
+        *args,
+    )
+    rbac = [
+        d
+        for d in yaml.safe_load_all(text)
+        if d and d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    ]
+    kube_cluster.apply(rbac, namespace=namespace)
+    user = f"system:serviceaccount:{namespace}:{release}-stockops"
+
+    allowed = [
+        ("watch", "stockmodels", "stockops.io"),
+        ("patch", "stockmodels", "stockops.io"),
+        ("patch", "retrainschedules/status", "stockops.io"),
+        ("update", "stockmodels/finalizers", "stockops.io"),
+        ("create", "jobs", "batch"),
+        ("delete", "jobs", "batch"),
+        ("create", "deployments", "apps"),
+        ("create", "configmaps", ""),
+        ("list", "pods", ""),
+        ("get", "pods/log", ""),
+        ("create", "events", ""),
+        ("create", "events", "events.k8s.io"),
+    ]
+    for verb, resource, group in allowed:
+        assert _can(kube_cluster, user, verb, resource, namespace, group), (verb, resource)
+    denied = [
+        ("get", "secrets", ""),
+        ("create", "pods", ""),
+        ("create", "stockmodels", "stockops.io"),
+        ("delete", "stockmodels", "stockops.io"),
+        ("create", "roles", "rbac.authorization.k8s.io"),
+        ("create", "serviceaccounts/token", ""),
+        ("patch", "nodes", ""),
+    ]
+    for verb, resource, group in denied:
+        assert not _can(kube_cluster, user, verb, resource, namespace, group), (verb, resource)
+    peering = "clusterkopfpeerings" if scope == "cluster-wide" else "kopfpeerings"
+    assert _can(
+        kube_cluster,
+        user,
+        "patch",
+        peering,
+        "" if scope == "cluster-wide" else namespace,
+        "kopf.dev",
+    )
+    assert _can(
+        kube_cluster, user, "watch", "customresourcedefinitions", "", "apiextensions.k8s.io"
+    )
+    assert not _can(
+        kube_cluster, user, "create", "customresourcedefinitions", "", "apiextensions.k8s.io"
+    )
+    if scope == "one-namespace":
+        assert not _can(kube_cluster, user, "create", "jobs", "default", "batch")
