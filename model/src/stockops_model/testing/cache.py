@@ -57,6 +57,7 @@ def install_once(target: Path, build: Callable[[Path], None]) -> Path:
                 # Only a folder renamed into place is trusted; anything else is debris.
                 shutil.rmtree(target)
             staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            staging.chmod(0o755)  # mkdtemp's 0700 would hide the install from other users
             try:
                 build(staging)
                 (staging / _COMPLETE).write_text("")

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Callable, Coroutine
@@ -125,9 +126,23 @@ def install_kafka(cache: Path | None = None) -> Path:
     return target / "libs"
 
 
-def _new_cluster_id() -> str:
-    # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in Kafka's Uuid text form (URL-safe base64).
+
+    Like Kafka's own `Uuid.randomUuid()`, it never starts with '-', which the storage tool's
+    argument parser would take for an option.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def _class_archive(libs: Path, java: str) -> Path:
+    # A JVM refuses an archive made by another JVM build, so the archive is named after it.
+    real = Path(java).resolve()
+    key = hashlib.sha256(f"{real}:{real.stat().st_mtime_ns}".encode()).hexdigest()[:10]
+    return libs.parent / f"classes-{key}.jsa"
 
 
 def _run_async(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
@@ -192,9 +207,34 @@ class KafkaBroker:
             "-cp",
             f"{libs}/*",
         ]
-        self.process = ServiceProcess(
-            "kafka", [*self._jvm, "kafka.Kafka", str(self.config_path)], self.log_path
-        )
+        # Class data sharing: the first broker that stops cleanly dumps the classes it loaded
+        # into the install folder, and later JVMs map them instead of loading and verifying
+        # thousands of classes again (about 40% off a start-up on this machine).
+        self._archive = _class_archive(libs, self._java)
+        self._archive_draft = run_dir / "classes.jsa.draft"
+        self.process = ServiceProcess("kafka", self._broker_command(), self.log_path)
+
+    def _cds_options(self, *, may_dump: bool) -> list[str]:
+        if self._archive.is_file():
+            return [f"-XX:SharedArchiveFile={self._archive}"]
+        return [f"-XX:ArchiveClassesAtExit={self._archive_draft}"] if may_dump else []
+
+    def _broker_command(self) -> list[str]:
+        return [
+            *self._jvm[:1],
+            *self._cds_options(may_dump=True),
+            *self._jvm[1:],
+            "kafka.Kafka",
+            str(self.config_path),
+        ]
+
+    def _publish_archive(self) -> None:
+        # Only a JVM that exited on its own finished writing its archive; a SIGKILLed one
+        # may have left half a file.
+        draft = self._archive_draft
+        if draft.is_file() and self.process.returncode not in (None, -signal.SIGKILL):
+            os.replace(draft, self._archive)
+        draft.unlink(missing_ok=True)
 
     @property
     def bootstrap(self) -> str:
@@ -240,8 +280,9 @@ class KafkaBroker:
             return
         run_logged(
             [
-                *self._jvm, "kafka.tools.StorageTool", "format",
-                "-t", _new_cluster_id(), "-c", str(self.config_path),
+                *self._jvm[:1], *self._cds_options(may_dump=False), *self._jvm[1:],
+                "kafka.tools.StorageTool", "format",
+                "--cluster-id", new_cluster_id(), "--config", str(self.config_path),
             ],
             self.log_path,
             what="formatting the Kafka storage",
@@ -251,6 +292,7 @@ class KafkaBroker:
     def launch(self) -> None:
         """Start the broker process (formatting its storage the first time); do not wait."""
         self._format_storage()
+        self.process.argv = self._broker_command()
         self.process.start()
 
     def wait_until_ready(self, timeout: float = READY_TIMEOUT) -> float:
@@ -278,10 +320,12 @@ class KafkaBroker:
     def stop(self, timeout: float = 30.0) -> None:
         """Shut the broker down cleanly (SIGTERM), keeping its data for a later `start()`."""
         self.process.stop(timeout=timeout)
+        self._publish_archive()
 
     def kill(self) -> None:
         """SIGKILL the broker, as a crash would; `start()` recovers from its data."""
         self.process.kill()
+        self._archive_draft.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Stop the broker and delete its folder if the harness created it."""

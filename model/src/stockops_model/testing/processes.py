@@ -118,6 +118,11 @@ class ServiceProcess:
         return self._popen.pid if self.running and self._popen is not None else None
 
     @property
+    def returncode(self) -> int | None:
+        """Exit status of the last run (negative: killed by that signal); None while running."""
+        return None if self._popen is None else self._popen.poll()
+
+    @property
     def running(self) -> bool:
         """Tell whether the service process is alive."""
         return self._popen is not None and self._popen.poll() is None
