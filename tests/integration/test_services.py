@@ -10,6 +10,7 @@ reaches every process of the service) are checked with small shell commands.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import sys
 import threading
@@ -22,6 +23,7 @@ from aiokafka.structs import TopicPartition
 from stockops_model.errors import ServiceUnavailableError
 from stockops_model.testing import Azurite, KafkaBroker, MlflowServer, running
 from stockops_model.testing.cache import install_once, is_installed
+from stockops_model.testing.kafka import new_cluster_id
 from stockops_model.testing.ports import is_accepting
 from stockops_model.testing.processes import ServiceProcess
 
@@ -192,6 +194,15 @@ def test_running_starts_what_is_asked_and_stops_it_on_exit() -> None:
     assert not emulator.running
     assert not is_accepting(emulator.port)
     assert not emulator.run_dir.exists()
+
+
+def test_cluster_ids_are_kafka_uuids_the_storage_tool_will_not_take_for_options() -> None:
+    # One in 64 plain base64url ids starts with '-'; 2,000 draws would meet ~31 of them.
+    ids = [new_cluster_id() for _ in range(2000)]
+
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+    assert len(set(ids)) == len(ids)
 
 
 def test_install_once_builds_once_when_callers_race(tmp_path: Path) -> None:

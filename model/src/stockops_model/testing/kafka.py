@@ -272,6 +272,10 @@ class KafkaBroker:
             "share.coordinator.state.topic.min.isr": "1",
             # Tests join groups one consumer at a time; the default 3 s delay only slows them.
             "group.initial.rebalance.delay.ms": "0",
+            # After a kill(), the controller refuses the new incarnation until the old one's
+            # session expires (9 s by default); heartbeats stay well inside the shorter one.
+            "broker.session.timeout.ms": "5000",
+            "broker.heartbeat.interval.ms": "1000",
         }
         return "".join(f"{key}={value}\n" for key, value in settings.items())
 
