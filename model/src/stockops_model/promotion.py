@@ -136,7 +136,9 @@ def decide(
     if challenger.count == 0 or not math.isfinite(challenger.rmse):
         return False, "challenger produced no usable forecast on the gate bars"
     need_naive = policy.min_improvement_over_naive_bps / 10_000
-    if not _beats(challenger.rmse, naive.rmse, need_naive):
+    # Against persistence "at least m bp better" is not strict: with m = 0 a challenger that
+    # ties the naive forecast may still replace a champion that is worse than both.
+    if not challenger.rmse <= naive.rmse * (1.0 - need_naive):
         return False, (
             f"challenger RMSE {challenger.rmse:.6g} does not beat the naive forecast's "
             f"{naive.rmse:.6g} by {policy.min_improvement_over_naive_bps} bp"
