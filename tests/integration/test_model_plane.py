@@ -19,13 +19,13 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+
 from stockops_model.testing import MlflowServer
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.slow]
@@ -61,9 +61,7 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def plane(
-    mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
+def plane(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run `stockops train` once; yields its parsed JSON result plus the names used."""
     from stockops_model import cli
 
@@ -82,7 +80,7 @@ def plane(
             code = cli.main(["train", "-f", str(manifest), "--bars", str(DATA)])
     assert code == 0
     lines = stdout.getvalue().strip().splitlines()
-    yield {
+    return {
         "name": name,
         "uri": mlflow_server.tracking_uri,
         "result": json.loads(lines[-1]),
@@ -183,6 +181,7 @@ def test_running_the_gate_again_changes_nothing(plane: dict[str, Any]) -> None:
 
 def test_a_challenger_that_beats_a_degraded_champion_is_promoted(plane: dict[str, Any]) -> None:
     import mlflow
+
     from stockops_model import registry
     from stockops_model.forecaster import NaiveForecaster
     from stockops_model.promotion import promote_if_better
@@ -203,7 +202,8 @@ def test_a_challenger_that_beats_a_degraded_champion_is_promoted(plane: dict[str
     decision = promote_if_better(mlflow_client, plane["name"], challenger, bars, policy, 1)
     assert decision.promoted, decision.reason
     assert decision.champion_version == "2"
-    assert decision.dm_p_value is not None and decision.dm_p_value < 0.05
+    assert decision.dm_p_value is not None
+    assert decision.dm_p_value < 0.05
     assert production(plane) == challenger
     tags = mlflow_client.get_model_version(plane["name"], challenger).tags
     assert tags["stockops.gate.decision"] == "promoted"
@@ -211,7 +211,8 @@ def test_a_challenger_that_beats_a_degraded_champion_is_promoted(plane: dict[str
     # Idempotent: a second run finds the record and leaves the alias alone.
     mlflow_client.set_registered_model_alias(plane["name"], "production", "2")
     again = promote_if_better(mlflow_client, plane["name"], challenger, bars, policy, 1)
-    assert again.repeated and again.promoted
+    assert again.repeated
+    assert again.promoted
     assert production(plane) == "2"
     mlflow_client.set_registered_model_alias(plane["name"], "production", challenger)
 

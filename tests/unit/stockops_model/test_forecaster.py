@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from stockops_model.errors import DataError
 from stockops_model.forecaster import (
     InputSpec,
@@ -110,9 +111,7 @@ def test_json_records_with_iso_strings_equal_a_frame(
     forecaster: NetworkForecaster, bars: pd.DataFrame
 ) -> None:
     small = tail(bars, forecaster.min_bars)
-    records = small.assign(ts=small["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")).to_dict(
-        "records"
-    )
+    records = small.assign(ts=small["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")).to_dict("records")
     pd.testing.assert_frame_equal(forecaster.predict(records), forecaster.predict(small))
 
 
@@ -127,7 +126,7 @@ def test_unknown_ticker(forecaster: NetworkForecaster, bars: pd.DataFrame) -> No
     other = tail(bars, forecaster.min_bars).assign(
         symbol=lambda d: d["symbol"].replace("AXP", "MSFT")
     )
-    with pytest.raises(DataError, match="symbol: unknown ticker.*MSFT"):
+    with pytest.raises(DataError, match=r"symbol: unknown ticker.*MSFT"):
         forecaster.predict(other)
 
 
@@ -140,7 +139,7 @@ def test_unsorted_and_repeated_timestamps(
     with pytest.raises(DataError, match="ts: not in time order for AMZN"):
         forecaster.predict(swapped)
     repeated = pd.concat([small, small.iloc[[5]]]).sort_values(["symbol", "ts"], kind="stable")
-    with pytest.raises(DataError, match="ts: repeated timestamp .* for AMZN"):
+    with pytest.raises(DataError, match=r"ts: repeated timestamp .* for AMZN"):
         forecaster.predict(repeated)
 
 
@@ -163,7 +162,7 @@ def test_bad_prices_name_the_field(
 
 
 def test_missing_column(forecaster: NetworkForecaster, bars: pd.DataFrame) -> None:
-    with pytest.raises(DataError, match="lack column.*volume"):
+    with pytest.raises(DataError, match=r"lack column.*volume"):
         forecaster.predict(bars.drop(columns=["volume"]))
 
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from stockops_model.promotion import (
     TAG_DECISION,
     TAG_RECORD,
