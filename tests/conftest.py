@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
 from stockops_model.testing import (
     Azurite,
     KafkaBroker,

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
+
 from stockops_model.errors import ServiceUnavailableError
 from stockops_model.testing import Azurite, KafkaBroker, MlflowServer, running
 from stockops_model.testing.cache import install_once, is_installed
