@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from stockops_model.testing.cache import install_once, is_installed
 from stockops_model.testing.kafka import new_cluster_id
 from stockops_model.testing.ports import is_accepting
 from stockops_model.testing.processes import ServiceProcess
+from stockops_model.testing.services import KUBE_MODULE, install_all
 
 # Guards against a hang, never a measure of speed.
 _DEADLINE = 60.0
@@ -204,6 +206,31 @@ def test_cluster_ids_are_kafka_uuids_the_storage_tool_will_not_take_for_options(
     assert not [i for i in ids if i.startswith("-")]
     assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_install_all_calls_the_kube_hook_with_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Path] = []
+    hook = types.ModuleType(KUBE_MODULE)
+    hook.install = calls.append  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, KUBE_MODULE, hook)
+
+    install_all(tmp_path, only=["kube"])
+
+    assert calls == [tmp_path]
+
+
+def test_install_all_skips_kube_when_its_module_is_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # None in sys.modules makes the import fail exactly as a missing module does.
+    monkeypatch.setitem(sys.modules, KUBE_MODULE, None)
+
+    seconds = install_all(tmp_path, only=["kube"])
+
+    assert list(seconds) == ["kube"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_install_once_builds_once_when_callers_race(tmp_path: Path) -> None:
