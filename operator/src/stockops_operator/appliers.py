@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
-from stockops_model.spec import StockModelSpec
 
+from stockops_model.spec import StockModelSpec
 from stockops_operator import builders, registry
 from stockops_operator.kubeapi import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, KubeApi, Resource
 from stockops_operator.plans import Event

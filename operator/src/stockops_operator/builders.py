@@ -32,7 +32,6 @@ from typing import Any
 
 from stockops_model.errors import ExitCode
 from stockops_model.spec import API_VERSION, RetrainScheduleSpec, RuntimeSpec, WorkloadRuntimeSpec
-
 from stockops_operator.schedules import format_time
 from stockops_operator.settings import Settings
 

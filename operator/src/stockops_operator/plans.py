@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 from stockops_model.spec import ConcurrencyPolicy, RetrainScheduleSpec
-
 from stockops_operator import status as st
 from stockops_operator.builders import ANNOTATION_RUN_NOW, ANNOTATION_SCHEDULED, ANNOTATION_VERSION
 from stockops_operator.schedules import (
@@ -37,7 +36,7 @@ from stockops_operator.schedules import (
 # reported as blocked by Forbid. Each one keeps an Event or a run from being repeated.
 NOTE_RUN_NOW_HANDLED = "stockops.io/run-now-handled"
 NOTE_SKIPPED = "stockops.io/last-skipped-time"
-NOTE_BLOCKED = "stockops.io/blocked-run"
+NOTE_BLOCKED = "stockops.io/blocked-by"
 
 
 @dataclass(frozen=True)
@@ -147,7 +146,7 @@ def plan_schedule(
         plan.events.append(Event("Normal", "RunStarted", f"started train Job {run.name} ({what})"))
         return True
 
-    blocked: str | None = None
+    blocked: str | None = None  # what waits behind the active runs (Forbid)
     handled_run_now = annotations.get(NOTE_RUN_NOW_HANDLED)
     request = annotations.get(ANNOTATION_RUN_NOW)
     if not model_exists:
@@ -158,7 +157,7 @@ def plan_schedule(
         if start(NewRun(manual_job_name(name, request), None, request)):
             handled_run_now = request
         else:
-            blocked = "run-now"
+            blocked = f"the run-now request {request!r}"
 
     next_run = None
     if not spec.suspend:
@@ -185,11 +184,18 @@ def plan_schedule(
             if start(run):
                 last_schedule_time = max(run_plan.due, last_schedule_time or run_plan.due)
             else:
-                blocked = format_time(run_plan.due)
+                blocked = f"the run of {format_time(run_plan.due)}"
 
-    if blocked is not None and annotations.get(NOTE_BLOCKED) != blocked:
+    # One Event per active run that blocks, not one per instant it blocks.
+    blocking = ",".join(active) if blocked is not None else None
+    if blocking is not None and annotations.get(NOTE_BLOCKED) != blocking:
         plan.events.append(
-            Event("Normal", "RunBlocked", f"run {blocked} waits: a run is active (Forbid)")
+            Event(
+                "Normal",
+                "RunBlocked",
+                f"{blocked} waits for {blocking} (concurrencyPolicy Forbid); only the latest "
+                "missed run starts once it ends",
+            )
         )
 
     # Record the newest finished run once; its result is read by the handler.
@@ -230,8 +236,8 @@ def plan_schedule(
     )
     if handled_run_now != annotations.get(NOTE_RUN_NOW_HANDLED):
         plan.notes[NOTE_RUN_NOW_HANDLED] = handled_run_now
-    if blocked != annotations.get(NOTE_BLOCKED):
-        plan.notes[NOTE_BLOCKED] = blocked
+    if blocking != annotations.get(NOTE_BLOCKED):
+        plan.notes[NOTE_BLOCKED] = blocking
     return plan
 
 

@@ -28,6 +28,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
+
 from stockops_model.errors import SpecError
 from stockops_model.spec import RetrainScheduleSpec, parse_duration
 

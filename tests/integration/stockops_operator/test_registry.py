@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 from mlflow import MlflowClient
+
 from stockops_model.testing.mlflow_server import MlflowServer
 from stockops_operator import registry
 from stockops_operator.status import Decision, parse_train_result

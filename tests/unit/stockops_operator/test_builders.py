@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from stockops_model.spec import RetrainScheduleSpec, RuntimeSpec, StockModelSpec
 from stockops_operator import builders
 from stockops_operator.settings import Settings

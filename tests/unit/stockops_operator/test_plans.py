@@ -121,7 +121,7 @@ def test_forbid_does_not_start_a_second_run_and_reports_it_once() -> None:
     assert p.delete == []
     assert p.status["lastScheduleTime"] == format_time(T1)  # the T2 run is still owed
     assert [e.reason for e in p.events] == ["RunBlocked"]
-    assert p.notes[plans.NOTE_BLOCKED] == format_time(T2)
+    assert p.notes[plans.NOTE_BLOCKED] == running["metadata"]["name"]
     again = plan(
         now=T2 + timedelta(seconds=20),
         jobs=[running],
@@ -130,6 +130,16 @@ def test_forbid_does_not_start_a_second_run_and_reports_it_once() -> None:
         concurrencyPolicy="Forbid",
     )
     assert again.events == []
+    # A later instant blocked by the same run is not reported again either.
+    later = plan(
+        now=T2 + timedelta(hours=1, seconds=1),
+        jobs=[running],
+        status=p.status,
+        annotations=applied(p.notes),
+        concurrencyPolicy="Forbid",
+    )
+    assert later.events == []
+    assert later.create == []
 
 
 def test_forbid_starts_the_owed_run_when_the_active_one_ends() -> None:

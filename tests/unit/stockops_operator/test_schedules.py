@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
+
 from stockops_model.errors import SpecError
 from stockops_model.spec import RetrainScheduleSpec
 from stockops_operator.schedules import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from stockops_model.errors import SpecError
 from stockops_operator.settings import DEFAULT_RESOURCES, load_settings
 

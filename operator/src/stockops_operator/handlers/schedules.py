@@ -20,6 +20,7 @@ from typing import Any
 
 import kopf
 from pydantic import ValidationError
+
 from stockops_model.errors import SpecError
 from stockops_model.spec import (
     RetrainScheduleSpec,
@@ -27,7 +28,6 @@ from stockops_model.spec import (
     StockModelSpec,
     describe_spec_error,
 )
-
 from stockops_operator import appliers, builders, metrics, plans, status
 from stockops_operator.handlers.stockmodels import record_training
 from stockops_operator.kubeapi import RETRAINSCHEDULES, STOCKMODELS, KubeApiError

@@ -20,8 +20,8 @@ from typing import Any
 
 import kopf
 from pydantic import ValidationError
-from stockops_model.spec import StockModelSpec, describe_spec_error
 
+from stockops_model.spec import StockModelSpec, describe_spec_error
 from stockops_operator import appliers, builders, metrics, plans, registry
 from stockops_operator.kubeapi import STOCKMODELS, KubeApiError
 from stockops_operator.runtime import Runtime
