@@ -25,7 +25,8 @@ _COMPLETE = ".complete"
 def cache_dir() -> Path:
     """Return the cache folder named by `STOCKOPS_CACHE`, or `~/.cache/stockops`."""
     raw = os.environ.get(CACHE_ENV, "").strip()
-    return Path(raw).expanduser() if raw else Path.home() / ".cache" / "stockops"
+    # Absolute, because services get paths inside it while running in other folders.
+    return Path(raw).expanduser().absolute() if raw else Path.home() / ".cache" / "stockops"
 
 
 def is_installed(target: Path) -> bool:
