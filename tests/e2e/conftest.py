@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+
 from stockops_model.testing.cache import cache_dir
 from stockops_model.testing.kube import KubeCluster, install, run_helm
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
 from stockops_model.testing.kube import KUBERNETES_VERSION, KubeCluster
 
 pytestmark = pytest.mark.kube
@@ -160,7 +161,7 @@ def test_crd_becomes_established_and_validates_its_resources(
     stored = custom.get_namespaced_custom_object(
         "e2e.stockops.io", "v1", namespace, "widgets", "small"
     )
-    assert conditions.get("NamesAccepted") == "True"
+    assert conditions.get("Established") == "True"
     assert stored["spec"] == {"size": 3}
     assert invalid.value.status == 422
     assert "spec.size" in str(invalid.value.body)

@@ -227,6 +227,14 @@ def install(cache: Path | None = None) -> None:
         install_once(target_dir, build)
 
 
+class HelmFailedError(subprocess.CalledProcessError):
+    """helm exited non-zero; unlike its base class, the message quotes what helm said."""
+
+    def __str__(self) -> str:
+        # `helm lint` prints its findings on stdout and only the summary on stderr.
+        return f"{super().__str__()}\n{self.stdout[-4000:]}{self.stderr}"
+
+
 def run_helm(
     *args: str,
     cache: Path | None = None,
@@ -239,7 +247,7 @@ def run_helm(
     writes the user's helm repositories.
 
     Raises:
-        subprocess.CalledProcessError: when helm exits non-zero (its stderr is in the error).
+        HelmFailedError: when helm exits non-zero; its message quotes helm's stderr.
     """
     cache = cache or cache_dir()
     home = cache / "helm-home"
@@ -250,14 +258,17 @@ def run_helm(
         "HELM_DATA_HOME": str(home / "data"),
         **(env or {}),
     }
-    return subprocess.run(
+    result = subprocess.run(
         [str(binary("helm", cache)), *args],
         env=full_env,
         cwd=cwd,
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    if result.returncode != 0:
+        raise HelmFailedError(result.returncode, result.args, result.stdout, result.stderr)
+    return result
 
 
 # --- certificates -------------------------------------------------------------------------------
@@ -548,6 +559,9 @@ class KubeCluster:
                 f"--service-account-signing-key-file={pki.sa_private}",
                 f"--service-cluster-ip-range={_SERVICE_CLUSTER_IP_RANGE}",
                 "--allow-privileged=true",
+                # The `kubernetes` Service cannot point at a loopback address; without this
+                # the reconciler logs a refusal every 10 s. Nothing here routes to it anyway.
+                "--endpoint-reconciler-type=none",
                 "--profiling=false",
             ],
             logs / "kube-apiserver.log",
@@ -571,6 +585,9 @@ class KubeCluster:
                 f"--kubeconfig={kubeconfig}",
                 f"--authentication-kubeconfig={kubeconfig}",
                 f"--authorization-kubeconfig={kubeconfig}",
+                # Only /healthz is served and it is always allowed: looking up the front-proxy
+                # CA (which this API server has none of) would only log errors.
+                "--authentication-skip-lookup=true",
                 f"--controllers={','.join(self.controllers)}",
                 "--leader-elect=false",
                 "--use-service-account-credentials=false",
@@ -673,7 +690,8 @@ class KubeCluster:
         """Server-side apply manifests (YAML text, one dict or several) like `kubectl apply`.
 
         CustomResourceDefinitions are waited for until Established, so custom resources in
-        later documents of the same call can be applied. Returns the objects as applied.
+        later documents of the same call can be applied. Returns the objects as applied (a
+        CRD as it is once Established, status included).
 
         Raises:
             kubernetes.client.exceptions.ApiException: when the API server refuses one.
@@ -706,7 +724,7 @@ class KubeCluster:
                 )
                 applied.append(result.to_dict())
                 if kind == "CustomResourceDefinition":
-                    self._wait_established(
+                    applied[-1] = self._wait_established(
                         dynamic, resource, manifest["metadata"]["name"], crd_timeout_s
                     )
             return applied
@@ -715,14 +733,16 @@ class KubeCluster:
                 api.close()
 
     @staticmethod
-    def _wait_established(dynamic: Any, resource: Any, name: str, timeout_s: float) -> None:
+    def _wait_established(
+        dynamic: Any, resource: Any, name: str, timeout_s: float
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            crd = dynamic.get(resource, name=name).to_dict()
+            crd: dict[str, Any] = dynamic.get(resource, name=name).to_dict()
             conditions = crd.get("status", {}).get("conditions") or []
             if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
                 dynamic.resources.invalidate_cache()
-                return
+                return crd
             time.sleep(0.1)
         raise ServiceUnavailableError(f"CRD {name} not Established within {timeout_s} s")
 
