@@ -19,7 +19,7 @@ import yaml
 from kubernetes import client
 
 from stockops_model import crds
-from stockops_model.testing.kube import KubeCluster
+from stockops_model.testing.kube import KUBERNETES_VERSION, KubeCluster
 from stockops_operator.settings import PREFIX, Settings
 
 pytestmark = pytest.mark.kube
@@ -27,10 +27,12 @@ pytestmark = pytest.mark.kube
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "stockops"
 Helm = Callable[..., str]
+# The chart requires Kubernetes >= 1.30; say which one `helm template` renders for.
+KUBE_VERSION = ("--kube-version", KUBERNETES_VERSION)
 
 
 def _render(helm: Helm, *args: str, namespace: str = "stockops") -> list[dict[str, Any]]:
-    text = helm("template", "ops", str(CHART), "--namespace", namespace, *args)
+    text = helm("template", "ops", str(CHART), "--namespace", namespace, *KUBE_VERSION, *args)
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
@@ -83,7 +85,11 @@ def test_operator_pod_is_locked_down(helm: Helm) -> None:
 def test_every_operator_env_var_is_a_setting(helm: Helm) -> None:
     """A chart value that the operator does not read would be silently ignored."""
     docs = _render(
-        helm, "--set", "workload.resources.train.requests.cpu=2", "--set", "watchNamespace=models"
+        helm,
+        "--set-string",
+        "workload.resources.train.requests.cpu=2",
+        "--set",
+        "watchNamespace=models",
     )
     (deployment,) = _by_kind(docs, "Deployment")
     env = {
@@ -154,7 +160,7 @@ def test_workload_identity_annotates_the_workload_service_account(helm: Helm) ->
 )
 def test_values_schema_refuses_bad_values(helm: Helm, bad: str) -> None:
     with pytest.raises(subprocess.CalledProcessError) as caught:
-        helm("template", "ops", str(CHART), "--set", bad)
+        helm("template", "ops", str(CHART), *KUBE_VERSION, "--set", bad)
     assert "values don't meet the specifications of the schema" in str(caught.value.stderr)
 
 
@@ -214,6 +220,7 @@ def test_rbac_grants_what_the_operator_does_and_nothing_more(
         namespace,
         "--set",
         "rbac.aggregateToDefaultRoles=false",
+        *KUBE_VERSION,
         *args,
     )
     rbac = [
@@ -268,3 +275,40 @@ def test_rbac_grants_what_the_operator_does_and_nothing_more(
     )
     if scope == "one-namespace":
         assert not _can(kube_cluster, user, "create", "jobs", "default", "batch")
+
+
+def test_helm_install_creates_everything_on_a_real_server(
+    kube_cluster: KubeCluster, namespace: str
+) -> None:
+    release = f"i{namespace[-6:]}"
+    kube_cluster.helm(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        f"watchNamespace={namespace}",
+        "--set",
+        "rbac.aggregateToDefaultRoles=false",
+    )
+    api = kube_cluster.api_client()
+    deployment: Any = client.AppsV1Api(api).read_namespaced_deployment(
+        f"{release}-stockops", namespace
+    )
+    assert deployment.spec.template.spec.service_account_name == f"{release}-stockops"
+    extensions = client.ApiextensionsV1Api(api)
+    for name in (
+        "stockmodels.stockops.io",
+        "retrainschedules.stockops.io",
+        "kopfpeerings.kopf.dev",
+    ):
+        crd: Any = extensions.read_custom_resource_definition(name)
+        assert crd.metadata.name == name
+    peering: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "kopf.dev", "v1", namespace, "kopfpeerings", "stockops"
+    )
+    assert peering["metadata"]["name"] == "stockops"
+    kube_cluster.helm("uninstall", release, "--namespace", namespace)
+    # Helm never deletes the CRDs of crds/, so uninstalling keeps every StockModel.
+    assert extensions.read_custom_resource_definition("stockmodels.stockops.io")
