@@ -4,8 +4,12 @@ The CRD YAML in `crds/` (and its copy in the Helm chart) is the output of this m
 committed; a test regenerates it and fails if the committed files differ, so the models and the
 schemas the API server enforces cannot drift. Regenerate after changing `spec.py` with:
 
-    uv run python -m stockops_model.crds          # writes crds/ and charts/stockops/crds/
+    uv run python -m stockops_model.crds          # crds/, charts/stockops/crds/, docs/crds.md
     uv run python -m stockops_model.crds --check  # exit 1 if the committed files are stale
+
+It also writes the field reference at the end of docs/crds.md (between two markers), and
+`bound_cases` derives one invalid object per schema bound, which the unit tests give to pydantic
+and the end-to-end tests to the API server: both must refuse each one naming the same field.
 
 The conversion starts from pydantic's JSON Schema and makes it a Kubernetes *structural*
 schema: references are inlined, `X | None` becomes an optional `X`, `const` becomes a
