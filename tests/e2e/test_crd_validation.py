@@ -442,6 +442,49 @@ def test_status_subresource_and_printer_columns(objects: Any, namespace: str) ->
     ]
 
 
+def test_schedule_printer_columns(objects: Any, namespace: str) -> None:
+    _create(objects, namespace, _example("RetrainSchedule", "cluster"))
+    status = spec.RetrainScheduleStatus.model_validate(
+        {
+            "lastScheduleTime": "2026-11-29T15:45:00Z",
+            "lastRun": {
+                "jobName": "megacaps-intraday-1",
+                "outcome": "Succeeded",
+                "decision": "kept",
+            },
+        }
+    )
+    objects.patch_namespaced_custom_object_status(
+        spec.GROUP,
+        spec.VERSION,
+        namespace,
+        "retrainschedules",
+        "megacaps-intraday",
+        {"status": status.to_wire()},
+    )
+    table = objects.list_namespaced_custom_object(
+        spec.GROUP,
+        spec.VERSION,
+        namespace,
+        "retrainschedules",
+        _headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+    )
+    names = [c["name"] for c in table["columnDefinitions"] if c["priority"] == 0]
+    assert names == [
+        "Name",
+        "Model",
+        "Schedule",
+        "Interval",
+        "Suspend",
+        "Last Schedule",
+        "Decision",
+        "Age",
+    ]
+    (row,) = table["rows"]
+    assert row["cells"][1:5] == ["megacaps", "*/15 9-16 * * 1-5", None, False]
+    assert row["cells"][6] == "kept"
+
+
 def test_short_names_and_category_are_served(crds_installed: KubeCluster) -> None:
     api = client.ApisApi(crds_installed.api_client())
     assert any(g.name == spec.GROUP for g in api.get_api_versions().groups)
