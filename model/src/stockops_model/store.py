@@ -37,6 +37,7 @@ import io
 import logging
 import os
 import random
+import re
 import tempfile
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -60,6 +61,7 @@ MARKET_TZ = ZoneInfo("America/New_York")
 OBJECT_SUFFIX = ".parquet"
 SCHEMA_TAG = "stockops.bar/v1"
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
+CONTAINER_PATTERN = r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]"
 
 ARROW_SCHEMA = pa.schema(
     [
@@ -430,6 +432,11 @@ class StoreLocation:
         if parsed.scheme == "azblob":
             if not parsed.netloc:
                 raise StoreError(f"store URL {url!r}: use azblob://<container>/<prefix>")
+            if not re.fullmatch(CONTAINER_PATTERN, parsed.netloc):
+                raise StoreError(
+                    f"store URL {url!r}: {parsed.netloc!r} is not a valid container name "
+                    "(3-63 lower-case letters, digits and single hyphens)"
+                )
             return cls(scheme="azblob", container=parsed.netloc, prefix=parsed.path.strip("/"))
         raise StoreError(
             f"store URL {url!r}: unsupported scheme; use file:///path or azblob://container/prefix"
@@ -693,8 +700,6 @@ def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
 
 
 def _check_symbols(symbols: Iterable[str]) -> list[str]:
-    import re
-
     out = []
     for s in symbols:
         if not re.fullmatch(SYMBOL_PATTERN, s):

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from stockops_model.bars import normalise_frame
 from stockops_model.errors import StoreError
 from stockops_model.loaders import load_bars

@@ -1,0 +1,236 @@
+"""The sink on the in-memory bus and the file store: batches, DLQ, crash safety, draining.
+
+The same `Sink` runs against Kafka and Azurite in tests/integration/test_data_plane.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stockops_model.bars import frame_to_bars, normalise_frame
+from stockops_model.bus import MemoryBus, MemorySubscription, Subscription
+from stockops_model.errors import BarValidationError
+from stockops_model.feed import publish_bars
+from stockops_model.loaders import load_bars
+from stockops_model.messages import decode_bar, encode_bar
+from stockops_model.sink import (
+    ORIGINAL_OFFSET_HEADER,
+    ORIGINAL_PARTITION_HEADER,
+    REASON_HEADER,
+    Sink,
+    SinkConfig,
+    dlq_topic,
+)
+from stockops_model.store import BarStore, FileBackend
+
+DATA = Path(__file__).parents[2] / "data" / "bars-2018-1min"
+TOPIC = "bars"
+
+
+@pytest.fixture(scope="module")
+def source() -> pd.DataFrame:
+    return normalise_frame(load_bars(DATA))
+
+
+async def feed(bus: MemoryBus, frame: pd.DataFrame) -> None:
+    async def bars():  # type: ignore[no-untyped-def]
+        for bar in frame_to_bars(frame):
+            yield bar
+
+    await publish_bars(bars(), bus.publisher(), TOPIC)
+
+
+def store_on(root: Path) -> BarStore:
+    return BarStore(FileBackend(root), "bars")
+
+
+async def drain(bus: MemoryBus, root: Path, **config: object) -> Sink:
+    sink = Sink(bus, store_on(root), SinkConfig(topic=TOPIC, drain=True, **config))  # type: ignore[arg-type]
+    await asyncio.wait_for(sink.run(asyncio.Event()), timeout=120)
+    return sink
+
+
+async def stored(root: Path) -> pd.DataFrame:
+    return await store_on(root).read(["AMZN", "AXP"])
+
+
+async def test_every_bar_lands_once_with_source_values(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    bus = MemoryBus(partitions=3)
+    await feed(bus, source)
+    sink = await drain(bus, tmp_path, batch_max=500)
+    pd.testing.assert_frame_equal(await stored(tmp_path), source)
+    assert sink.stats.bars == len(source)
+    assert sink.stats.batches >= len(source) // 500
+    committed = bus.committed(TOPIC, "stockops-sink")
+    assert sum(committed.values()) == len(bus.records(TOPIC))
+
+
+async def test_messages_are_keyed_by_symbol_so_a_ticker_stays_in_one_partition(
+    source: pd.DataFrame,
+) -> None:
+    bus = MemoryBus(partitions=4)
+    await feed(bus, source)
+    partitions: dict[bytes, set[int]] = {}
+    for rec in bus.records(TOPIC):
+        assert rec.key == decode_bar(rec.value).symbol.encode()
+        partitions.setdefault(rec.key, set()).add(rec.partition)
+    assert all(len(p) == 1 for p in partitions.values())
+
+
+async def test_malformed_messages_go_to_the_dlq_with_their_reason(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    bus = MemoryBus(partitions=2)
+    good = source.iloc[:600]
+    bad_bar = json.loads(encode_bar(frame_to_bars(source.iloc[:1])[0]))
+    bad_bar["low"] = bad_bar["high"] * 2  # impossible prices
+    malformed: list[bytes] = [
+        b"{not json",
+        json.dumps({"v": 1, "symbol": "AMZN"}).encode(),
+        json.dumps(bad_bar).encode(),
+        json.dumps({**bad_bar, "low": 1.0, "v": 2}).encode(),
+        b"\xff\xfe",
+    ]
+    bars = frame_to_bars(good)
+    for i, bar in enumerate(bars):
+        bus.append(TOPIC, encode_bar(bar), bar.symbol.encode())
+        if i % 100 == 0:
+            bus.append(TOPIC, malformed[(i // 100) % len(malformed)], b"AMZN")
+    n_bad = sum(1 for r in bus.records(TOPIC) if r.value in malformed)
+    sink = await drain(bus, tmp_path, batch_max=128)
+    pd.testing.assert_frame_equal(
+        await store_on(tmp_path).read(["AMZN", "AXP"]), normalise_frame(good)
+    )
+    dead = bus.records(dlq_topic(TOPIC))
+    assert len(dead) == n_bad == sink.stats.dead_lettered
+    originals = {(r.partition, r.offset): r for r in bus.records(TOPIC)}
+    for rec in dead:
+        headers = dict(rec.headers)
+        where = (int(headers[ORIGINAL_PARTITION_HEADER]), int(headers[ORIGINAL_OFFSET_HEADER]))
+        assert originals[where].value == rec.value
+        with pytest.raises(BarValidationError) as why:
+            decode_bar(rec.value)
+        assert headers[REASON_HEADER].decode() == str(why.value)
+    assert len({(r.partition, r.offset) for r in dead}) == n_bad
+
+
+class CrashingSubscription(MemorySubscription):
+    """Dies like a killed process after the store write and before the n-th commit."""
+
+    def __init__(self, bus: MemoryBus, topic: str, group: str, crash_on_commit: int) -> None:
+        super().__init__(bus, topic, group)
+        self.crash_on_commit = crash_on_commit
+
+    async def commit(self, offsets: dict[tuple[str, int], int]) -> bool:
+        self.crash_on_commit -= 1
+        if self.crash_on_commit == 0:
+            raise SystemExit("simulated crash between write and commit")
+        return await super().commit(offsets)
+
+
+class CrashingBus(MemoryBus):
+    crash_on_commit = 3
+
+    def subscription(
+        self,
+        topic: str,
+        group: str,
+        *,
+        on_revoke: Callable[[], Awaitable[None]] | None = None,
+    ) -> Subscription:
+        return CrashingSubscription(self, topic, group, self.crash_on_commit)
+
+
+async def test_a_crash_between_write_and_commit_neither_loses_nor_duplicates(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    bus = CrashingBus(partitions=1)
+    await feed(bus, source)
+    crashed = Sink(bus, store_on(tmp_path), SinkConfig(topic=TOPIC, batch_max=400, drain=True))
+    with pytest.raises(SystemExit):
+        await crashed.run(asyncio.Event())
+    landed = await stored(tmp_path)
+    committed = sum(bus.committed(TOPIC, "stockops-sink").values())
+    # The third batch was written but not committed: the store is ahead of the group.
+    assert committed == 800
+    assert len(landed) == 1200
+    bus.crash_on_commit = -1
+    bus._active.clear()  # the crashed member is gone
+    restarted = await drain(bus, tmp_path, batch_max=400)
+    pd.testing.assert_frame_equal(await stored(tmp_path), source)
+    assert restarted.stats.bars == len(source) - 800  # the uncommitted batch came back
+
+
+async def test_stop_finishes_the_batch_in_hand_and_commits_it(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    bus = MemoryBus(partitions=1)
+    await feed(bus, source)
+    stop = asyncio.Event()
+    store = store_on(tmp_path)
+    original_write = store.write
+
+    async def write_then_stop(frame: pd.DataFrame):  # type: ignore[no-untyped-def]
+        stop.set()  # SIGTERM arrives while the first batch is being written
+        return await original_write(frame)
+
+    store.write = write_then_stop  # type: ignore[method-assign]
+    sink = Sink(bus, store, SinkConfig(topic=TOPIC, batch_max=1000))
+    await asyncio.wait_for(sink.run(stop), timeout=60)
+    assert sink.stats.batches == 1
+    assert bus.committed(TOPIC, "stockops-sink") == {0: 1000}
+    assert len(await stored(tmp_path)) == 1000
+
+
+async def test_a_store_outage_is_retried_without_committing(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    from stockops_model.errors import StoreError
+
+    bus = MemoryBus(partitions=1)
+    await feed(bus, source.iloc[:300])
+    store = store_on(tmp_path)
+    original_write = store.write
+    failures = {"left": 2}
+    commits_seen: list[dict[int, int]] = []
+
+    async def flaky(frame: pd.DataFrame):  # type: ignore[no-untyped-def]
+        commits_seen.append(dict(bus.committed(TOPIC, "stockops-sink")))
+        if failures["left"]:
+            failures["left"] -= 1
+            raise StoreError("Blob Storage answered 503")
+        return await original_write(frame)
+
+    store.write = flaky  # type: ignore[method-assign]
+    sink = Sink(bus, store, SinkConfig(topic=TOPIC, drain=True))
+    await asyncio.wait_for(sink.run(asyncio.Event()), timeout=60)
+    assert commits_seen[:3] == [{}, {}, {}]
+    assert bus.committed(TOPIC, "stockops-sink") == {0: 300}
+    assert len(await stored(tmp_path)) == 300
+
+
+async def test_an_outage_longer_than_the_limit_fails_the_run_uncommitted(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    from stockops_model.errors import StoreError
+
+    bus = MemoryBus(partitions=1)
+    await feed(bus, source.iloc[:10])
+    store = store_on(tmp_path)
+
+    async def down(frame: pd.DataFrame):  # type: ignore[no-untyped-def]
+        raise StoreError("Blob Storage is unreachable")
+
+    store.write = down  # type: ignore[method-assign]
+    sink = Sink(bus, store, SinkConfig(topic=TOPIC, give_up_after_s=0.5))
+    with pytest.raises(StoreError):
+        await asyncio.wait_for(sink.run(asyncio.Event()), timeout=30)
+    assert bus.committed(TOPIC, "stockops-sink") == {}
