@@ -6,21 +6,30 @@ Runs `python -m mlflow server --backend-store-uri sqlite:///DIR/mlflow.db
 seconds and a fraction of the memory of the defaults. Artifacts are proxied by the server
 (`mlflow-artifacts:` URIs), as in a cluster where clients cannot see the server's disk.
 
+A fresh database needs some eighty schema migrations, a quarter of a start-up here; so the
+first server to come up leaves a copy of its still-empty database in the cache
+(`<cache>/mlflow/empty-<mlflow version>.db`), and later servers start from that copy. The copy
+is path-free: the Default experiment's artifact location is `mlflow-artifacts:/0`.
+
 Limits: nothing to install (mlflow is a dependency of the `ml` extra); the server answers 403
 to Host headers other than localhost/127.0.0.1, so clients must use `tracking_uri` as given.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import logging
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
 
 import httpx
 
+from stockops_model.testing.cache import cache_dir
 from stockops_model.testing.ports import LOOPBACK, pick_free_port
 from stockops_model.testing.processes import ServiceProcess
 
@@ -34,10 +43,16 @@ READY_TIMEOUT = 300.0
 class MlflowServer:
     """A running MLflow tracking server: its URI, and stop/close."""
 
-    def __init__(self, run_dir: Path, *, remove_run_dir: bool = False) -> None:
+    def __init__(
+        self, run_dir: Path, *, cache: Path | None = None, remove_run_dir: bool = False
+    ) -> None:
         self.run_dir = run_dir
         self.port = pick_free_port()
-        self.backend_store_uri = f"sqlite:///{run_dir / 'mlflow.db'}"
+        self.db_path = run_dir / "mlflow.db"
+        self.backend_store_uri = f"sqlite:///{self.db_path}"
+        version = importlib.metadata.version("mlflow")
+        self._empty_db = (cache or cache_dir()) / "mlflow" / f"empty-{version}.db"
+        self._keep_empty_db = False
         self.artifacts_dir = run_dir / "artifacts"
         self.log_path = run_dir / "mlflow.log"
         self._remove_run_dir = remove_run_dir
@@ -87,11 +102,36 @@ class MlflowServer:
 
     def launch(self) -> None:
         """Start the server process; do not wait."""
+        if not self.db_path.exists():
+            if self._empty_db.is_file():
+                shutil.copyfile(self._empty_db, self.db_path)
+            else:
+                self._keep_empty_db = True
         self.process.start()
 
     def wait_until_ready(self, timeout: float = READY_TIMEOUT) -> float:
         """Wait until /health answers 200; return the seconds waited."""
-        return self.process.wait_ready(self._healthy, timeout=timeout, interval=0.3)
+        seconds = self.process.wait_ready(self._healthy, timeout=timeout, interval=0.3)
+        if self._keep_empty_db:
+            self._keep_empty_db = False
+            self._save_empty_db()
+        return seconds
+
+    def _save_empty_db(self) -> None:
+        # Nothing has written to the database yet: the only request so far was /health. The
+        # backup API copies a consistent state; the rename publishes it whole.
+        self._empty_db.parent.mkdir(parents=True, exist_ok=True)
+        draft = self._empty_db.with_name(f".{self._empty_db.name}.{os.getpid()}")
+        try:
+            with (
+                contextlib.closing(sqlite3.connect(self.db_path)) as source,
+                contextlib.closing(sqlite3.connect(draft)) as copy,
+            ):
+                source.backup(copy)
+            os.replace(draft, self._empty_db)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("could not keep an empty MLflow database in the cache: %s", exc)
+            draft.unlink(missing_ok=True)
 
     def start(self, timeout: float = READY_TIMEOUT) -> float:
         """Start the server and wait until /health answers 200; return the seconds waited."""
@@ -114,20 +154,25 @@ class MlflowServer:
 
 
 def start_mlflow_server(
-    run_dir: Path | None = None, *, timeout: float = READY_TIMEOUT, wait: bool = True
+    run_dir: Path | None = None,
+    *,
+    cache: Path | None = None,
+    timeout: float = READY_TIMEOUT,
+    wait: bool = True,
 ) -> MlflowServer:
     """Start a fresh MLflow server with an empty store and wait until it is healthy.
 
     Args:
         run_dir: where its database, artifacts and log go; kept afterwards. None: a temporary
             folder that `close()` deletes.
+        cache: where the empty-database template is kept (default: `cache_dir()`).
         timeout: seconds to wait for /health.
         wait: False returns as soon as the process is launched; then call
             `wait_until_ready()` (and `close()` if that fails) yourself.
     """
     remove = run_dir is None
     folder = Path(tempfile.mkdtemp(prefix="stockops-mlflow-")) if run_dir is None else run_dir
-    server = MlflowServer(folder, remove_run_dir=remove)
+    server = MlflowServer(folder, cache=cache, remove_run_dir=remove)
     try:
         server.launch()
         if not wait:

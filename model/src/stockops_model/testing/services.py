@@ -112,7 +112,7 @@ def running(
             emulator = start_azurite(folder("azurite"), cache=cache, wait=False)
             stack.callback(emulator.close)
         if mlflow:
-            server = start_mlflow_server(folder("mlflow"), wait=False)
+            server = start_mlflow_server(folder("mlflow"), cache=cache, wait=False)
             stack.callback(server.close)
         # All are launched before any is awaited, so their slow starts (a JVM, MLflow's
         # imports) overlap.
