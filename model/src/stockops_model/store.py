@@ -77,6 +77,9 @@ ARROW_SCHEMA = pa.schema(
     metadata={b"stockops.schema": SCHEMA_TAG.encode()},
 )
 
+# A bound of a read: a timestamp (naive = UTC), an ISO string, or a date (its trading day).
+TimeLike = datetime | date | pd.Timestamp | str
+
 # Retries of a conditional write that lost a race; each retry re-reads the object.
 MAX_WRITE_ATTEMPTS = 12
 
@@ -599,8 +602,8 @@ class BarStore:
     async def list_days(
         self,
         symbols: Sequence[str],
-        start: datetime | date | pd.Timestamp | str | None = None,
-        end: datetime | date | pd.Timestamp | str | None = None,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
     ) -> list[DayObject]:
         """The day objects of `symbols` whose trading day overlaps ``[start, end)``.
 
@@ -638,8 +641,8 @@ class BarStore:
     async def read_with_lineage(
         self,
         symbols: Sequence[str],
-        start: datetime | date | pd.Timestamp | str | None = None,
-        end: datetime | date | pd.Timestamp | str | None = None,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
     ) -> tuple[pd.DataFrame, list[DayObject]]:
         """Bars of `symbols` with ``start <= ts < end`` and the exact objects they came from.
 
@@ -675,8 +678,8 @@ class BarStore:
     async def read(
         self,
         symbols: Sequence[str],
-        start: datetime | date | pd.Timestamp | str | None = None,
-        end: datetime | date | pd.Timestamp | str | None = None,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
     ) -> pd.DataFrame:
         """Bars of `symbols` with ``start <= ts < end`` as one canonical frame.
 
@@ -708,7 +711,7 @@ def _check_symbols(symbols: Iterable[str]) -> list[str]:
     return out
 
 
-def _as_utc(value: datetime | date | pd.Timestamp | str | None) -> pd.Timestamp | None:
+def _as_utc(value: TimeLike | None) -> pd.Timestamp | None:
     if value is None:
         return None
     if isinstance(value, date) and not isinstance(value, datetime):
@@ -719,14 +722,12 @@ def _as_utc(value: datetime | date | pd.Timestamp | str | None) -> pd.Timestamp 
 
 
 def _ts_bounds(
-    start: datetime | date | pd.Timestamp | str | None, end: datetime | date | pd.Timestamp | str | None
+    start: TimeLike | None, end: TimeLike | None
 ) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
     return _as_utc(start), _as_utc(end)
 
 
-def _day_bounds(
-    start: datetime | date | pd.Timestamp | str | None, end: datetime | date | pd.Timestamp | str | None
-) -> tuple[date | None, date | None]:
+def _day_bounds(start: TimeLike | None, end: TimeLike | None) -> tuple[date | None, date | None]:
     lo, hi = _ts_bounds(start, end)
     first = trading_day(lo) if lo is not None else None
     last = trading_day(hi - timedelta(microseconds=1)) if hi is not None else None
@@ -784,8 +785,8 @@ async def open_store(
 def read_bars(
     url: str | StoreLocation,
     symbols: Sequence[str],
-    start: datetime | date | pd.Timestamp | str | None = None,
-    end: datetime | date | pd.Timestamp | str | None = None,
+    start: TimeLike | None = None,
+    end: TimeLike | None = None,
     credentials: BlobCredentials | None = None,
 ) -> tuple[pd.DataFrame, list[DayObject]]:
     """Blocking convenience for synchronous callers (training): bars plus their lineage.
