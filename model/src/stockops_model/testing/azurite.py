@@ -17,8 +17,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import httpx
-
 from stockops_model.errors import ServiceUnavailableError
 from stockops_model.testing.cache import cache_dir, install_once
 from stockops_model.testing.ports import LOOPBACK, pick_free_port
@@ -131,6 +129,8 @@ class Azurite:
         return self.process.running
 
     def _answers(self) -> bool:
+        import httpx  # here, so that importing the harness (every conftest does) stays light
+
         # Any HTTP answer, even 403 to this unsigned request, means the server is serving.
         try:
             httpx.get(f"{self.blob_endpoint}?comp=list", timeout=2.0)

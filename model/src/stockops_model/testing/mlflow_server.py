@@ -27,8 +27,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import httpx
-
 from stockops_model.testing.cache import cache_dir
 from stockops_model.testing.ports import LOOPBACK, pick_free_port
 from stockops_model.testing.processes import ServiceProcess
@@ -95,6 +93,8 @@ class MlflowServer:
         return self.process.running
 
     def _healthy(self) -> bool:
+        import httpx  # here, so that importing the harness (every conftest does) stays light
+
         try:
             return httpx.get(f"{self.tracking_uri}/health", timeout=2.0).status_code == 200
         except httpx.HTTPError:
