@@ -25,7 +25,7 @@ from stockops_model.testing.processes import ServiceProcess, run_logged
 log = logging.getLogger(__name__)
 
 # A guard against a hang, not a speed target, sized for 2 busy cores:
-# measured 1.6 s idle and 4.5 s at load 13.
+# ready in 1-3 s (0.8 CPU-s), 4.5 s at a load of 13.
 READY_TIMEOUT = 120.0
 
 AZURITE_VERSION = "3.35.0"

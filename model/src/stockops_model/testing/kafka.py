@@ -40,7 +40,7 @@ from stockops_model.testing.processes import ServiceProcess, run_logged
 log = logging.getLogger(__name__)
 
 # A guard against a hang, not a speed target, sized for 2 busy cores:
-# a JVM start measured 6 s idle and 21 s at load 13.
+# ready in 4-9 s (about 3 CPU-s with the class archive), 25 s at a load of 13 without it.
 READY_TIMEOUT = 240.0
 
 POM_ENV = "STOCKOPS_KAFKA_POM"

@@ -34,7 +34,7 @@ from stockops_model.testing.processes import ServiceProcess
 log = logging.getLogger(__name__)
 
 # A guard against a hang, not a speed target, sized for 2 busy cores:
-# measured 8 s idle and 87 s at load 13, most of it imports and migrations.
+# about 15 CPU-s to ready, mostly imports in two processes: 24 s at a load of 6, 87 s at 13.
 READY_TIMEOUT = 300.0
 
 
