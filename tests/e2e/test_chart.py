@@ -20,6 +20,7 @@ from kubernetes import client
 
 from stockops_model import crds
 from stockops_model.testing.kube import KUBERNETES_VERSION, KubeCluster
+from stockops_operator import kubeapi
 from stockops_operator.settings import PREFIX, Settings
 
 pytestmark = pytest.mark.kube
@@ -258,6 +259,12 @@ def test_rbac_grants_what_the_operator_does_and_nothing_more(
     ]
     for verb, resource, group in denied:
         assert not _can(kube_cluster, user, verb, resource, namespace, group), (verb, resource)
+    # Every kind the operator's API client knows, it may at least read.
+    for value in vars(kubeapi).values():
+        if isinstance(value, kubeapi.Resource):
+            group = value.api_version.rpartition("/")[0]
+            for verb in ("get", "list"):
+                assert _can(kube_cluster, user, verb, value.plural, namespace, group), value
     peering = "clusterkopfpeerings" if scope == "cluster-wide" else "kopfpeerings"
     assert _can(
         kube_cluster,
