@@ -223,6 +223,9 @@ def connect_mlflow(tracking_uri: str) -> MlflowClient:
             raise ServiceUnavailableError(
                 f"MLflow tracking server {tracking_uri} answered {reply.status_code} on /health"
             )
+    elif tracking_uri.startswith("sqlite:///"):
+        # Local mode: SQLite creates the file but not its folder.
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
     return mlflow.MlflowClient(tracking_uri)
 
