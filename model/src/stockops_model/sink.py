@@ -33,6 +33,8 @@ batch, leaves the group and exits 0. ``--drain`` exits 0 once the group has read
 in its partitions (for a Job). Broker and store outages are retried with backoff; the
 process gives up (exit 5, UNAVAILABLE) only after ``--give-up-after`` seconds of failure,
 so an orchestrator restarts it and the uncommitted batch is re-delivered.
+``--metrics-port`` serves Prometheus counters (bars stored, dead letters, batch time, time of
+the last commit, which is also a liveness signal).
 """
 
 from __future__ import annotations
@@ -111,10 +113,37 @@ class SinkStats:
         return self.bars / max(1e-9, time.monotonic() - self.started)
 
 
+class SinkMetrics:
+    """Prometheus metrics of a sink process (``--metrics-port``); one instance per process."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.bars = Counter("stockops_sink_bars_total", "Bars stored and committed")
+        self.dead = Counter("stockops_sink_dead_letters_total", "Messages sent to the DLQ")
+        self.batch_seconds = Histogram(
+            "stockops_sink_batch_seconds",
+            "Decode + write + commit time of one batch",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.last_commit = Gauge(
+            "stockops_sink_last_commit_timestamp_seconds", "Unix time of the last commit"
+        )
+
+    def observe(self, bars: int, dead: int, seconds: float) -> None:
+        self.bars.inc(bars)
+        self.dead.inc(dead)
+        self.batch_seconds.observe(seconds)
+        self.last_commit.set_to_current_time()
+
+
 class Sink:
     """Consumes one topic into a `BarStore`; see the module docstring for the guarantees."""
 
-    def __init__(self, bus: Bus, store: BarStore, config: SinkConfig) -> None:
+    def __init__(
+        self, bus: Bus, store: BarStore, config: SinkConfig, metrics: SinkMetrics | None = None
+    ) -> None:
+        self.metrics = metrics
         self.bus = bus
         self.store = store
         self.config = config
@@ -210,6 +239,7 @@ class Sink:
     ) -> None:
         from stockops_model.bars import bars_to_frame
 
+        started = time.monotonic()
         bars: list[Bar] = []
         rejected: list[tuple[Record, str]] = []
         for rec in records:
@@ -264,6 +294,8 @@ class Sink:
         self.stats.records += len(records)
         self.stats.bars += len(bars)
         self.stats.dead_lettered += len(rejected)
+        if self.metrics is not None:
+            self.metrics.observe(len(bars), len(rejected), time.monotonic() - started)
         log.debug(
             "batch %d: %d records, %d bars, %d dead-lettered",
             self.stats.batches,
@@ -328,6 +360,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--drain", action="store_true", help="exit 0 once caught up with the topic (for a Job)"
     )
     parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port (default: off)"
+    )
+    parser.add_argument(
         "--give-up-after",
         type=float,
         default=300.0,
@@ -385,7 +420,13 @@ def run(args: argparse.Namespace) -> int:
         async with open_store(
             location, credentials, create=True, concurrency=settings.store_concurrency
         ) as store:
-            await Sink(KafkaBus(kafka), store, config).run(stop)
+            metrics = None
+            if args.metrics_port:
+                from prometheus_client import start_http_server
+
+                metrics = SinkMetrics()
+                start_http_server(args.metrics_port)
+            await Sink(KafkaBus(kafka), store, config, metrics).run(stop)
         return int(ExitCode.OK)
 
     return asyncio.run(main())

@@ -234,3 +234,21 @@ async def test_an_outage_longer_than_the_limit_fails_the_run_uncommitted(
     with pytest.raises(StoreError):
         await asyncio.wait_for(sink.run(asyncio.Event()), timeout=30)
     assert bus.committed(TOPIC, "stockops-sink") == {}
+
+
+async def test_metrics_count_stored_bars_and_dead_letters(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from stockops_model.sink import SinkMetrics
+
+    bus = MemoryBus(partitions=1)
+    await feed(bus, source.iloc[:300])
+    bus.append(TOPIC, b"[]", b"AMZN")
+    metrics = SinkMetrics()
+    sink = Sink(bus, store_on(tmp_path), SinkConfig(topic=TOPIC, drain=True), metrics)
+    await asyncio.wait_for(sink.run(asyncio.Event()), timeout=60)
+    assert REGISTRY.get_sample_value("stockops_sink_bars_total") == 300
+    assert REGISTRY.get_sample_value("stockops_sink_dead_letters_total") == 1
+    assert REGISTRY.get_sample_value("stockops_sink_batch_seconds_count") == sink.stats.batches
