@@ -24,7 +24,6 @@ import logging
 import os
 import subprocess
 import tempfile
-import warnings
 from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -58,11 +57,6 @@ _REQUIREMENTS = (
     "scipy",
     "pyyaml",
 )
-
-
-# MLflow nags about predict's missing type hints on every import and load; the explicit
-# signature (`forecaster_signature`) is what validates the input instead.
-warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
 
 
 class ForecasterModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
