@@ -2,13 +2,15 @@
 
 `kube_cluster` builds the binaries on first use (minutes on a fresh machine; `make services`
 does it ahead of pytest) and starts one control plane for the whole session. Each test that
-needs isolation takes `namespace`, a fresh namespace created as admin. `helm` runs the built
-helm without a cluster (lint, template). `eventually` polls a condition with a deadline, for
-what controllers do asynchronously (the garbage collector).
+needs isolation takes `namespace`, a fresh namespace created as admin. `helm` and `tofu` run
+the built tools without a cluster (lint, template, fmt); `tiny_chart` is a one-template chart.
+`eventually` polls a condition with a deadline, for what controllers do asynchronously (the
+garbage collector).
 """
 
 from __future__ import annotations
 
+import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +20,9 @@ from typing import Any, Protocol
 import pytest
 
 from stockops_model.testing.cache import cache_dir
-from stockops_model.testing.kube import KubeCluster, install, run_helm
+from stockops_model.testing.gotools import install as install_tools
+from stockops_model.testing.gotools import run_helm, run_tofu
+from stockops_model.testing.kube import KubeCluster, install
 
 
 class Eventually(Protocol):
@@ -66,6 +70,47 @@ def helm(kube_cache: Path) -> Callable[..., str]:
         return run_helm(*(str(a) for a in args), cache=kube_cache).stdout
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tofu(kube_cache: Path) -> Callable[..., str]:
+    """Run the built OpenTofu with the given arguments and return its stdout (raises on failure).
+
+    Pass `cwd=` as a keyword to run it in a folder. tofu is built here on first use.
+    """
+    install_tools(kube_cache, names=("tofu",))
+
+    def run(*args: str | Path, cwd: Path | None = None) -> str:
+        return run_tofu(*(str(a) for a in args), cache=kube_cache, cwd=cwd).stdout
+
+    return run
+
+
+@pytest.fixture
+def tiny_chart(tmp_path: Path) -> Path:
+    """A one-template chart (a ConfigMap named after the release) written to `tmp_path`."""
+    chart = tmp_path / "tiny"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: tiny\nversion: 0.1.0\ndescription: a chart made by a test\n"
+    )
+    (chart / "values.yaml").write_text("greeting: hello\nreplicas: 2\n")
+    (chart / "templates" / "configmap.yaml").write_text(
+        textwrap.dedent(
+            """\
+            apiVersion: v1
+            kind: ConfigMap
+            metadata:
+              name: {{ .Release.Name }}-settings
+              labels:
+                app.kubernetes.io/managed-by: {{ .Release.Service }}
+            data:
+              greeting: {{ .Values.greeting | quote }}
+              replicas: {{ .Values.replicas | quote }}
+            """
+        )
+    )
+    return chart
 
 
 @pytest.fixture

