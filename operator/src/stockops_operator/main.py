@@ -14,7 +14,7 @@ import httpx
 import kopf
 
 from stockops_model.spec import GROUP, VERSION
-from stockops_operator import metrics
+from stockops_operator import logs, metrics
 from stockops_operator.handlers import schedules, stockmodels
 from stockops_operator.kubeapi import KubeApi
 from stockops_operator.runtime import Runtime
@@ -31,8 +31,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         prefix="stockops.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
-    # One line per API call drowns the decisions; keep httpx's warnings only.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logs.quiet_ticks()
     settings.watching.server_timeout = 300
     if SETTINGS.peering_name:
         settings.peering.name = SETTINGS.peering_name
