@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import pytest
 
 from stockops_model.testing.cache import cache_dir
-from stockops_model.testing.gotools import install as install_tools
 from stockops_model.testing.gotools import run_helm, run_tofu
 from stockops_model.testing.kube import KubeCluster, install
 
@@ -76,9 +75,8 @@ def helm(kube_cache: Path) -> Callable[..., str]:
 def tofu(kube_cache: Path) -> Callable[..., str]:
     """Run the built OpenTofu with the given arguments and return its stdout (raises on failure).
 
-    Pass `cwd=` as a keyword to run it in a folder. tofu is built here on first use.
+    Pass `cwd=` as a keyword to run it in a folder.
     """
-    install_tools(kube_cache, names=("tofu",))
 
     def run(*args: str | Path, cwd: Path | None = None) -> str:
         return run_tofu(*(str(a) for a in args), cache=kube_cache, cwd=cwd).stdout

