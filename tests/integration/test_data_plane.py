@@ -174,8 +174,8 @@ def test_replayed_bars_land_in_blob_exactly_once_with_source_values(
 def test_a_sigkilled_sink_restarts_with_every_bar_exactly_once(
     plane: Plane, source: pd.DataFrame
 ) -> None:
-    # The stream: the whole replay paced over ~15 s, so the kills land while bars still flow.
-    feed = plane.start_feed("--speed", "6000")
+    # The stream: the whole replay paced over ~30 s, so the kills land while bars still flow.
+    feed = plane.start_feed("--speed", "3000")
 
     # 1. Killed by SIGKILL right after its third durable write, before that batch's commit.
     rc = plane.drain("--batch-max", "100", env={FAILPOINT_ENV: "after-write:3"})
