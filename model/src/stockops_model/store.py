@@ -12,13 +12,15 @@ one with the same timestamp), and the result is written with ``If-Match: <etag>`
 first: re-read, re-merge, retry. Two sinks therefore never lose each other's bars.
 The Parquet bytes are a pure function of the day's rows (fixed schema, one row group, no
 pandas metadata, fixed codec), so replaying bars that are already stored rewrites nothing:
-the merge yields the same bytes and the write is skipped.
+the merge yields the same rows and the write is skipped. A store remembers the last version
+it wrote of each object (ETag and rows), so a sink's next merge into the same day needs no
+GET; the write stays conditional, so a stale memory only costs a 412 and a re-read.
 
 Store locations are URLs:
 
-* ``file:///abs/path/prefix`` - a local directory with the same layout (local mode). Writes
-  are serialised per object with ``flock`` and land by atomic rename after ``fsync``; the
-  ETag is the SHA-256 of the bytes.
+* ``file:///abs/path`` - a local directory with the same layout (local mode); the whole
+  path is the store root. Writes are serialised per object with ``flock`` and land by
+  atomic rename after ``fsync``; the ETag is a SHA-256 of the bytes.
 * ``azblob://<container>/<prefix>`` - Azure Blob Storage. Credentials come from a
   connection string (Azurite, local use) or, failing that, an account URL with
   ``DefaultAzureCredential`` (workload identity in a cluster).
