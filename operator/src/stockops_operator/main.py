@@ -55,7 +55,14 @@ async def stockmodel_changed(body: kopf.Body, memo: kopf.Memo, logger: Any, **_:
     await stockmodels.reconcile(body, memo.runtime, logger, event=True)
 
 
-@kopf.timer(GROUP, VERSION, "stockmodels", interval=SETTINGS.model_poll_seconds, initial_delay=5)
+# The first tick waits a full period: create/resume handlers have just reconciled.
+@kopf.timer(
+    GROUP,
+    VERSION,
+    "stockmodels",
+    interval=SETTINGS.model_poll_seconds,
+    initial_delay=SETTINGS.model_poll_seconds,
+)
 async def stockmodel_tick(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     await stockmodels.reconcile(body, memo.runtime, logger, event=False)
 
@@ -67,7 +74,13 @@ async def schedule_changed(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: A
     await schedules.reconcile(body, memo.runtime, logger, event=True)
 
 
-@kopf.timer(GROUP, VERSION, "retrainschedules", interval=SETTINGS.schedule_tick_seconds)
+@kopf.timer(
+    GROUP,
+    VERSION,
+    "retrainschedules",
+    interval=SETTINGS.schedule_tick_seconds,
+    initial_delay=SETTINGS.schedule_tick_seconds,
+)
 async def schedule_tick(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     await schedules.reconcile(body, memo.runtime, logger, event=False)
 

@@ -402,3 +402,34 @@ def test_invalid_spec_status_names_the_reason() -> None:
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "InvalidSpec")
     assert "spec.tickers" in ready["message"]
     assert status["observedGeneration"] == 4
+
+
+def test_a_tick_before_the_next_instant_with_nothing_active_does_nothing() -> None:
+    p = plan(now=T1 + timedelta(seconds=3))
+    quiet: dict[str, Any] = {**p.status, "active": [], "conditions": [{"type": "Ready"}]}
+    early = T1 + timedelta(minutes=30)
+
+    def needed(
+        status: Mapping[str, Any] = quiet,
+        generation: int = 3,
+        annotations: Mapping[str, str] | None = None,
+        now: datetime = early,
+    ) -> bool:
+        return plans.tick_needed(
+            generation=generation, annotations=annotations or {}, status=status, now=now
+        )
+
+    assert not needed()
+    assert needed(now=T2)  # the next instant has come
+    assert needed(status=p.status)  # a run is active: its end must be noticed
+    assert needed(generation=4)  # the spec changed and was not reconciled yet
+    assert needed(annotations={ANNOTATION_RUN_NOW: "x"})  # a run-now request to handle
+    assert not needed(annotations={ANNOTATION_RUN_NOW: "x", plans.NOTE_RUN_NOW_HANDLED: "x"})
+
+
+def test_a_suspended_schedule_ticks_quietly() -> None:
+    p = plan(now=T1 + timedelta(seconds=3), suspend=True)
+    status = {**p.status, "conditions": [{"type": "Ready"}]}
+    assert p.status["nextScheduleTime"] is None
+    assert not plans.tick_needed(generation=3, annotations={}, status=status, now=T2)
+    assert plans.tick_needed(generation=3, annotations={}, status={}, now=T2)

@@ -40,8 +40,17 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 async def reconcile(body: kopf.Body, rt: Runtime, logger: Logger, *, event: bool) -> None:
     """Bring one RetrainSchedule's Jobs and status in line with its spec and the clock."""
+    meta = body["metadata"]
+    if not event and not plans.tick_needed(
+        generation=int(meta.get("generation") or 0),
+        annotations=meta.get("annotations") or {},
+        status=body.get("status") or {},
+        now=datetime.now(UTC),
+    ):
+        metrics.RECONCILES.labels(KIND, "idle").inc()
+        return
     started = time.monotonic()
-    async with rt.lock(body["metadata"]["uid"]):
+    async with rt.lock(meta["uid"]):
         try:
             await _reconcile(body, rt, logger, event=event)
         except kopf.PermanentError:

@@ -1,0 +1,311 @@
+"""Operator scale benchmark: 200 StockModels with schedules against a real kube-apiserver.
+
+Starts the test control plane (etcd, kube-apiserver v1.36, garbage collector), installs the
+CRDs and the chart's RBAC for one namespace (rendered by the real helm), and runs the operator
+as a real process (`python -m stockops_operator`) with the chart's ServiceAccount and its
+default settings (schedule tick 10 s, model poll 30 s, peering off since there is one
+replica). Then it creates N StockModels, each with a RetrainSchedule that asks for a run at
+once (`stockops.io/run-now`), as fast as one client can, and measures for each schedule the
+time from its create call returning to the first train Job appearing on a watch of Jobs.
+There is no kubelet: Jobs only need to exist. The StockModels' MLflow URI points at a closed
+port, so each reconcile also pays for one refused connection, as with MLflow down.
+
+It also reads the operator's resident memory (VmRSS, and the peak VmHWM) once every Job
+exists and again after one more model-poll period, and the requests the API server served.
+
+Prints a table and ends with `reconcile_p99_s: N`. Writes the `## operator_scale` section
+of docs/benchmarks.md. Run: `uv run python bench/operator_scale.py` (about 2 minutes;
+`--models 20` for a quick look). Needs the kube tools built (`make services` or the e2e
+fixture builds them on first use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import re
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from stockops_model.testing.gotools import KUBERNETES_VERSION, install, run_helm
+from stockops_model.testing.kube import KubeCluster
+from stockops_model.testing.ports import pick_free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "charts" / "stockops"
+DOC = ROOT / "docs" / "benchmarks.md"
+NAMESPACE = "bench"
+SECTION = "## operator_scale"
+
+
+def admin_client(cluster: KubeCluster, workdir: Path) -> httpx.Client:
+    config = yaml.safe_load(cluster.admin_kubeconfig().read_text())
+    cluster_cfg, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
+    context = ssl.create_default_context(
+        cadata=base64.b64decode(cluster_cfg["certificate-authority-data"]).decode()
+    )
+    cert, key = workdir / "bench.crt", workdir / "bench.key"
+    cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
+    key.write_bytes(base64.b64decode(user["client-key-data"]))
+    context.load_cert_chain(str(cert), str(key))
+    return httpx.Client(base_url=cluster_cfg["server"], verify=context, timeout=60)
+
+
+def install_rbac(cluster: KubeCluster) -> Path:
+    """CRDs, the namespace and the chart's RBAC; returns the operator SA's kubeconfig."""
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        cluster.apply(path.read_text())
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    rendered = run_helm(
+        "template",
+        "bench",
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--set",
+        f"watchNamespace={NAMESPACE}",
+        "--set",
+        "peering.enabled=false",
+        "--kube-version",
+        KUBERNETES_VERSION,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    cluster.apply([d for d in docs if d["kind"] not in ("Deployment", "Service")], NAMESPACE)
+    operator_sa = next(
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "ServiceAccount" and d["metadata"]["name"] != "stockops-workload"
+    )
+    return cluster.kubeconfig_for_service_account(NAMESPACE, operator_sa)
+
+
+def stockmodel(i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "stockops.io/v1alpha1",
+        "kind": "StockModel",
+        "metadata": {"name": f"m{i:03d}", "namespace": NAMESPACE},
+        "spec": {
+            "tickers": ["AAPL", "MSFT"],
+            "source": {"type": "synthetic"},
+            "storage": {"path": "bars"},
+            "mlflow": {"trackingUri": "http://127.0.0.1:9", "modelName": f"m{i:03d}"},
+        },
+    }
+
+
+def schedule(i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "stockops.io/v1alpha1",
+        "kind": "RetrainSchedule",
+        "metadata": {
+            "name": f"m{i:03d}-every-15m",
+            "namespace": NAMESPACE,
+            "annotations": {"stockops.io/run-now": "bench"},
+        },
+        "spec": {"modelRef": {"name": f"m{i:03d}"}, "interval": "15m"},
+    }
+
+
+def watch_jobs(client: httpx.Client, seen: dict[str, float], stop: threading.Event) -> None:
+    """Record when each schedule's first Job is seen (a watch: no polling delay)."""
+    path = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
+    while not stop.is_set():
+        try:
+            _watch_once(client, path, seen, stop)
+        except httpx.HTTPError:
+            if stop.is_set():  # the API server went away at the end of the run
+                return
+            raise
+
+
+def _watch_once(
+    client: httpx.Client, path: str, seen: dict[str, float], stop: threading.Event
+) -> None:
+    params = {"watch": "true", "timeoutSeconds": "30", "allowWatchBookmarks": "false"}
+    with client.stream("GET", path, params=params, timeout=None) as response:
+        for line in response.iter_lines():
+            now = time.monotonic()
+            if not line:
+                continue
+            event = json.loads(line)
+            labels = event["object"]["metadata"].get("labels") or {}
+            owner = labels.get("stockops.io/schedule")
+            if event["type"] == "ADDED" and owner and owner not in seen:
+                seen[owner] = now
+            if stop.is_set():
+                return
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """VmRSS and VmHWM of a process, in KiB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def write_doc(table: str, command: str) -> None:
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    body = f"{SECTION}\n\n{table}\nCommand: `{command}`\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(body + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + body
+    DOC.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=200, help="StockModels (with schedules)")
+    parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    args = parser.parse_args()
+
+    install(names=["kube-apiserver", "helm"])
+    work = Path(tempfile.mkdtemp(prefix="stockops-bench-"))
+    with KubeCluster(work_dir=work / "kube") as cluster:
+        client = admin_client(cluster, work)
+        kubeconfig = install_rbac(cluster)
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "STOCKOPS_NAMESPACE": NAMESPACE,
+            "STOCKOPS_PEERING_NAME": "",
+            "STOCKOPS_METRICS_PORT": str(pick_free_port()),
+            "STOCKOPS_LIVENESS_PORT": "0",
+            "STOCKOPS_LOG_JSON": "true",
+        }
+        log_path = work / "operator.log"
+        with log_path.open("wb") as log:
+            operator = subprocess.Popen(
+                [sys.executable, "-m", "stockops_operator"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            # Ready when its metrics endpoint answers and kopf has listed the (empty) kinds.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    httpx.get(f"http://127.0.0.1:{env['STOCKOPS_METRICS_PORT']}/metrics")
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            time.sleep(3)
+            idle_rss, _ = memory_kib(operator.pid)
+            cpu_idle = cpu_seconds(operator.pid)
+            load_before = os.getloadavg()[0]
+
+            seen: dict[str, float] = {}
+            stop = threading.Event()
+            watcher = threading.Thread(target=watch_jobs, args=(client, seen, stop), daemon=True)
+            watcher.start()
+            time.sleep(0.5)
+            created: dict[str, float] = {}
+            started = time.monotonic()
+            for i in range(args.models):
+                for manifest in (stockmodel(i), schedule(i)):
+                    plural = (
+                        "stockmodels" if manifest["kind"] == "StockModel" else "retrainschedules"
+                    )
+                    response = client.post(
+                        f"/apis/stockops.io/v1alpha1/namespaces/{NAMESPACE}/{plural}", json=manifest
+                    )
+                    response.raise_for_status()
+                created[manifest["metadata"]["name"]] = time.monotonic()
+            create_s = time.monotonic() - started
+            deadline = time.monotonic() + 600
+            while len(seen) < args.models and time.monotonic() < deadline:
+                time.sleep(0.2)
+            all_jobs_s = time.monotonic() - started
+            rss_busy, _ = memory_kib(operator.pid)
+            cpu_busy = cpu_seconds(operator.pid) - cpu_idle
+            time.sleep(35)  # one more model-poll period of steady state
+            rss_steady, peak = memory_kib(operator.pid)
+            stop.set()
+            jobs = client.get(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs").json()["items"]
+        finally:
+            os.killpg(operator.pid, signal.SIGTERM)
+            try:
+                operator.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                # kopf waits for every timer to end; the measurement is done, do not wait.
+                os.killpg(operator.pid, signal.SIGKILL)
+                operator.wait(timeout=30)
+        client.close()
+
+    missing = sorted(set(created) - set(seen))
+    latencies = [seen[name] - created[name] for name in created if name in seen]
+    per_schedule: dict[str, int] = {}
+    for job in jobs:
+        owner = job["metadata"]["labels"].get("stockops.io/schedule")
+        per_schedule[owner] = per_schedule.get(owner, 0) + 1
+    duplicates = sum(1 for n in per_schedule.values() if n > 1)
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    rows = [
+        ("StockModels + RetrainSchedules created", f"{args.models} + {args.models}"),
+        ("time to create them (one client)", f"{create_s:.1f} s"),
+        ("time until every first Job existed", f"{all_jobs_s:.1f} s"),
+        ("create -> first Job, p50", f"{p50:.2f} s"),
+        ("create -> first Job, p99", f"{p99:.2f} s"),
+        ("create -> first Job, max", f"{max(latencies):.2f} s"),
+        ("create -> first Job, mean", f"{statistics.fmean(latencies):.2f} s"),
+        ("schedules without a Job", str(len(missing))),
+        ("schedules with more than one Job", str(duplicates)),
+        ("operator CPU until every first Job existed", f"{cpu_busy:.1f} s"),
+        ("machine load average (1 min) before the run", f"{load_before:.1f}"),
+        (
+            "operator RSS idle / busy / steady / peak",
+            f"{idle_rss / 1024:.0f} / {rss_busy / 1024:.0f} / {rss_steady / 1024:.0f} / "
+            f"{peak / 1024:.0f} MiB",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows)
+    table = "| measure | value |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
+    for a, b in rows:
+        print(f"{a:<{width}}  {b}")
+    machine = (
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"kube-apiserver {KUBERNETES_VERSION}"
+    )
+    print(f"machine: {machine}")
+    if not args.no_doc:
+        write_doc(
+            table
+            + f"\nMachine: {machine}; the API server, etcd and the operator share the cores.\n",
+            f"uv run python bench/operator_scale.py --models {args.models}",
+        )
+    print(f"reconcile_p99_s: {p99:.2f}")
+    return 1 if missing or duplicates else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
