@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from stockops_model.bars import (
     BAR_COLUMNS,
     Bar,

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from scipy import stats
+
 from stockops_model.evaluate import (
     diebold_mariano,
     directional_accuracy,

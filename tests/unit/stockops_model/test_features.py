@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from stockstats import wrap
+
 from stockops_model.errors import DataError
 from stockops_model.features import (
     build_features,
@@ -15,7 +17,6 @@ from stockops_model.features import (
     warmup_bars,
 )
 from stockops_model.spec import IndicatorName, IndicatorSpec, default_indicators
-from stockstats import wrap
 
 DATA = Path(__file__).parents[2] / "data" / "features" / "bars-amzn-axp-2018-02-21-23.csv"
 TICKERS = ["AMZN", "AXP"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from stockops_model.bars import BAR_COLUMNS, validate_frame
 from stockops_model.errors import BarValidationError, DataError
 from stockops_model.loaders import (

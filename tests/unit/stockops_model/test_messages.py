@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from stockops_model.bars import Bar
 from stockops_model.errors import BarValidationError
 from stockops_model.messages import WIRE_VERSION, decode_bar, encode_bar, encode_key

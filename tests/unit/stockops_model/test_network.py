@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+
 from stockops_model.network import (
     TimeAttention,
     attention_weights,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from stockops_model.features import build_features, feature_columns
 from stockops_model.scalers import (
     MinMaxScaler,

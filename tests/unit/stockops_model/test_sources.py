@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from stockops_model.bars import Bar, bars_to_frame
 from stockops_model.clock import FakeClock, SystemClock
 from stockops_model.errors import SpecError

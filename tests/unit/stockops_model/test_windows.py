@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from stockops_model.errors import DataError
 from stockops_model.features import build_features, feature_columns
 from stockops_model.spec import default_indicators
