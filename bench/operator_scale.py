@@ -185,6 +185,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=200, help="StockModels (with schedules)")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    parser.add_argument("--profile", type=Path, help="run the operator under cProfile into PATH")
     args = parser.parse_args()
 
     install(names=["kube-apiserver", "helm"])
@@ -203,8 +204,9 @@ def main() -> int:
         }
         log_path = work / "operator.log"
         with log_path.open("wb") as log:
+            profile = ["-m", "cProfile", "-o", str(args.profile)] if args.profile else []
             operator = subprocess.Popen(
-                [sys.executable, "-m", "stockops_operator"],
+                [sys.executable, *profile, "-m", "stockops_operator"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

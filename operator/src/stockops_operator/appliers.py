@@ -27,8 +27,9 @@ async def ensure_workloads(
 ) -> dict[str, dict[str, Any] | None]:
     """Make the spec ConfigMap and the feed and sink Deployments match the spec.
 
-    Without `force`, objects that exist with the current spec hash are left alone (a timer
-    tick then costs two GETs, not three writes).
+    With `force` (the spec may have changed) all three are applied at once; without it (a
+    timer tick), objects that exist with the current spec hash are left alone: three GETs,
+    no write.
 
     Returns:
         The `feed` and `sink` Deployments as they are now.
@@ -40,27 +41,26 @@ async def ensure_workloads(
         "sink": builders.build_sink_deployment(owner, rt.settings, digest, spec.runtime),
     }
     current: dict[str, dict[str, Any] | None] = {}
-    for workload, manifest in deployments.items():
-        current[workload] = await rt.kube.get(
-            DEPLOYMENTS, owner.namespace, manifest["metadata"]["name"]
-        )
-    stale = force or any(
-        d is None
-        or (
-            (d["spec"]["template"]["metadata"].get("annotations") or {}).get(
+    if not force:
+        for workload, manifest in deployments.items():
+            current[workload] = await rt.kube.get(
+                DEPLOYMENTS, owner.namespace, manifest["metadata"]["name"]
+            )
+        fresh = all(
+            d is not None
+            and (d["spec"]["template"]["metadata"].get("annotations") or {}).get(
                 builders.ANNOTATION_SPEC_HASH
             )
-            != digest
+            == digest
+            for d in current.values()
         )
-        for d in current.values()
-    )
-    if (
-        stale
-        or await rt.kube.get(CONFIGMAPS, owner.namespace, configmap["metadata"]["name"]) is None
-    ):
-        await rt.kube.apply(configmap)
-        for workload, manifest in deployments.items():
-            current[workload] = await rt.kube.apply(manifest)
+        cm_name = configmap["metadata"]["name"]
+        if fresh and await rt.kube.get(CONFIGMAPS, owner.namespace, cm_name) is not None:
+            return current
+    # Server-side apply is idempotent: applying what is already there changes nothing.
+    await rt.kube.apply(configmap)
+    for workload, manifest in deployments.items():
+        current[workload] = await rt.kube.apply(manifest)
     return current
 
 
