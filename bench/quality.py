@@ -6,7 +6,8 @@ stockstats, MinMax level target, random split of overlapping windows, batch 16) 
 (`stockops_model.backtest`: return target, chronological purged split, early stopping),
 and ours with the level target, all on exactly the same test windows.
 
-Budget, chosen so the run stays under 30 minutes on 2 shared cores: tickers are modelled in
+Budget, chosen to stay under 30 minutes on 2 cores (measured 28 minutes with other jobs
+loading the machine to a load average of about 9): tickers are modelled in
 pairs (alphabetical), like the original's AMZN + AXP model (12 features); 2 walk-forward
 folds, each testing one trading day (the last two days of the set) after training on the
 5 trading days before it; ours uses the spec's defaults (batch 256, up to 30 epochs, early
