@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from stockops_model.bus import KafkaBus, KafkaConfig
 from stockops_model.feed import publish_bars
@@ -36,9 +37,9 @@ STORE = "azblob://bench/bars"
 log = logging.getLogger("bench.sink_throughput")
 
 
-async def wait_until(condition: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+async def wait_until(condition: Callable[[], bool], limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError("the sink did not store every bar in time")
         await asyncio.sleep(0.05)
