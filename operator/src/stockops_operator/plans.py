@@ -429,11 +429,18 @@ def plan_stockmodel(
         ]
         put(st.READY, False, "NotReady", f"waiting for: {', '.join(waiting)}")
 
-    for cond in st.changed_conditions(status.get("conditions") or [], conditions):
-        kind = "Normal" if cond["status"] == "True" else "Warning"
-        if cond["reason"] in ("Deploying", "WorkloadsNotAvailable", "NoProductionModel"):
-            kind = "Normal"
-        plan.events.append(Event(kind, str(cond["reason"]), f"{cond['type']}: {cond['message']}"))
+    before = status.get("conditions") or []
+    if not before:
+        # First look at a new object: one Event with every condition, not one per condition.
+        summary = "; ".join(f"{c['type']}={c['status']} ({c['reason']})" for c in conditions)
+        plan.events.append(Event("Normal", "Reconciled", summary))
+    else:
+        for cond in st.changed_conditions(before, conditions):
+            kind = "Normal" if cond["status"] == "True" else "Warning"
+            if cond["reason"] in ("Deploying", "WorkloadsNotAvailable", "NoProductionModel"):
+                kind = "Normal"
+            message = f"{cond['type']}: {cond['message']}"
+            plan.events.append(Event(kind, str(cond["reason"]), message))
 
     plan.status = {
         "observedGeneration": generation,

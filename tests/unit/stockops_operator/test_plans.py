@@ -433,3 +433,22 @@ def test_a_suspended_schedule_ticks_quietly() -> None:
     assert p.status["nextScheduleTime"] is None
     assert not plans.tick_needed(generation=3, annotations={}, status=status, now=T2)
     assert plans.tick_needed(generation=3, annotations={}, status={}, now=T2)
+
+
+def test_a_new_model_gets_one_summary_event_then_one_per_change() -> None:
+    first = model_plan(registry=plans.Registry(None))
+    assert [e.reason for e in first.events] == ["Reconciled"]
+    assert "ModelAvailable=False (NoProductionModel)" in first.events[0].message
+    promoted = plans.plan_stockmodel(
+        name="demo",
+        generation=2,
+        status=first.status,
+        deployments={"feed": AVAILABLE, "sink": AVAILABLE},
+        registry=plans.Registry("1"),
+        deploy_jobs=[],
+        now=NOW,
+    )
+    reasons = [e.reason for e in promoted.events]
+    assert "ProductionModel" in reasons
+    assert "DeployStarted" in reasons
+    assert "Reconciled" not in reasons
