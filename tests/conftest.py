@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -26,6 +28,9 @@ from stockops_model.testing import (
     start_kafka,
     start_mlflow_server,
 )
+from stockops_model.testing.processes import LocalService
+
+_S = TypeVar("_S", bound=LocalService)
 
 _MARKER_OF_FIXTURE = {
     "kafka": "kafka",
@@ -44,6 +49,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(marker)
 
 
+def _session_service(
+    start: Callable[[Path], _S], tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[_S]:
+    service = start(tmp_path_factory.mktemp(name))
+    try:
+        yield service
+    finally:
+        service.close()
+
+
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """One real Kafka broker (KRaft) for the session; `.bootstrap` is its address.
@@ -51,31 +66,19 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     A test may `stop()`/`start()` or `kill()`/`start()` it (same port, same data), and must
     leave it running.
     """
-    broker = start_kafka(tmp_path_factory.mktemp("kafka"))
-    try:
-        yield broker
-    finally:
-        broker.close()
+    yield from _session_service(start_kafka, tmp_path_factory, "kafka")
 
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """One real Azurite blob emulator for the session (`.connection_string`, `.blob_endpoint`)."""
-    emulator = start_azurite(tmp_path_factory.mktemp("azurite"))
-    try:
-        yield emulator
-    finally:
-        emulator.close()
+    yield from _session_service(start_azurite, tmp_path_factory, "azurite")
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """One real MLflow tracking server for the session; `.tracking_uri` is its address."""
-    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from _session_service(start_mlflow_server, tmp_path_factory, "mlflow")
 
 
 @pytest.fixture

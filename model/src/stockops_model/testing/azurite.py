@@ -12,17 +12,18 @@ Node 20 (3.36+ declare Node >= 22); data lives in a temporary folder and dies wi
 
 from __future__ import annotations
 
-import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 from stockops_model.errors import ServiceUnavailableError
 from stockops_model.testing.cache import cache_dir, install_once
 from stockops_model.testing.ports import LOOPBACK, pick_free_port
-from stockops_model.testing.processes import ServiceProcess, run_logged
-
-log = logging.getLogger(__name__)
+from stockops_model.testing.processes import (
+    LocalService,
+    ServiceProcess,
+    run_logged,
+    start_in_folder,
+)
 
 # A guard against a hang, not a speed target, sized for 2 busy cores:
 # ready in 1-3 s (0.8 CPU-s), 4.5 s at a load of 13.
@@ -73,8 +74,11 @@ def install_azurite(cache: Path | None = None, version: str = AZURITE_VERSION) -
     return target / "node_modules" / "azurite" / "dist" / "src" / "blob" / "main.js"
 
 
-class Azurite:
+class Azurite(LocalService):
     """A running Azurite blob service: its endpoint, connection string and stop/close."""
+
+    ready_timeout = READY_TIMEOUT
+    stop_timeout = 15.0
 
     def __init__(self, script: Path, run_dir: Path, *, remove_run_dir: bool = False) -> None:
         self.run_dir = run_dir
@@ -124,11 +128,11 @@ class Azurite:
         )
 
     @property
-    def running(self) -> bool:
-        """Tell whether the emulator process is alive."""
-        return self.process.running
+    def address(self) -> str:
+        """The blob endpoint (see `blob_endpoint`)."""
+        return self.blob_endpoint
 
-    def _answers(self) -> bool:
+    def _ready(self) -> bool:
         import httpx  # here, so that importing the harness (every conftest does) stays light
 
         # Any HTTP answer, even 403 to this unsigned request, means the server is serving.
@@ -137,33 +141,6 @@ class Azurite:
         except httpx.HTTPError:
             return False
         return True
-
-    def launch(self) -> None:
-        """Start the emulator process; do not wait."""
-        self.process.start()
-
-    def wait_until_ready(self, timeout: float = READY_TIMEOUT) -> float:
-        """Wait until the launched emulator answers HTTP; return the seconds waited."""
-        return self.process.wait_ready(self._answers, timeout=timeout)
-
-    def start(self, timeout: float = READY_TIMEOUT) -> float:
-        """Start the emulator and wait until it answers HTTP; return the seconds waited."""
-        self.launch()
-        return self.wait_until_ready(timeout)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop the emulator (SIGTERM, then SIGKILL), keeping its data folder."""
-        self.process.stop(timeout=timeout)
-
-    def close(self) -> None:
-        """Stop it and delete its folder if the harness created it."""
-        self.stop()
-        if self._remove_run_dir:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-
-    def rss_bytes(self) -> int:
-        """Resident memory of the emulator in bytes (0 when it is not running)."""
-        return self.process.rss_bytes()
 
 
 def start_azurite(
@@ -184,18 +161,10 @@ def start_azurite(
             `wait_until_ready()` (and `close()` if that fails) yourself.
     """
     script = install_azurite(cache)
-    remove = run_dir is None
-    folder = Path(tempfile.mkdtemp(prefix="stockops-azurite-")) if run_dir is None else run_dir
-    emulator = Azurite(script, folder, remove_run_dir=remove)
-    try:
-        emulator.launch()
-        if not wait:
-            return emulator
-        seconds = emulator.wait_until_ready(timeout)
-    except BaseException:
-        emulator.close()
-        raise
-    log.info(
-        "Azurite %s ready in %.1f s (log %s)", emulator.blob_endpoint, seconds, emulator.log_path
+    return start_in_folder(
+        lambda folder, remove: Azurite(script, folder, remove_run_dir=remove),
+        run_dir,
+        prefix="stockops-azurite-",
+        timeout=timeout,
+        wait=wait,
     )
-    return emulator

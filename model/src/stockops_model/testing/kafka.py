@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import tempfile
 import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,12 @@ from typing import Any, TypeVar
 from stockops_model.errors import ServiceUnavailableError
 from stockops_model.testing.cache import cache_dir, install_once
 from stockops_model.testing.ports import LOOPBACK, is_accepting, pick_free_port
-from stockops_model.testing.processes import ServiceProcess, run_logged
+from stockops_model.testing.processes import (
+    LocalService,
+    ServiceProcess,
+    run_logged,
+    start_in_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +173,15 @@ async def _probe(bootstrap: str, port: int) -> bool:
         await admin.close()
 
 
-class KafkaBroker:
+class KafkaBroker(LocalService):
     """A single-node KRaft broker on 127.0.0.1: its address, and start/stop/kill/close.
 
     Create it with `start_kafka()`. The ports and the data folder are fixed at creation, so a
     restart keeps topics, offsets and the address every client already holds.
     """
+
+    ready_timeout = READY_TIMEOUT
+    ready_interval = 0.3
 
     def __init__(
         self,
@@ -242,9 +249,9 @@ class KafkaBroker:
         return f"{LOOPBACK}:{self.port}"
 
     @property
-    def running(self) -> bool:
-        """Tell whether the broker process is alive."""
-        return self.process.running
+    def address(self) -> str:
+        """The bootstrap address (see `bootstrap`)."""
+        return self.bootstrap
 
     def _server_properties(self) -> str:
         settings = {
@@ -297,49 +304,21 @@ class KafkaBroker:
         """Start the broker process (formatting its storage the first time); do not wait."""
         self._format_storage()
         self.process.argv = self._broker_command()
-        self.process.start()
+        super().launch()
 
-    def wait_until_ready(self, timeout: float = READY_TIMEOUT) -> float:
-        """Wait until the launched broker serves metadata and consumer groups.
-
-        Returns:
-            seconds waited.
-
-        Raises:
-            ServiceUnavailableError: it exited or did not answer in time (it is then killed);
-                the message quotes its log.
-        """
+    def _ready(self) -> bool:
         bootstrap, port = self.bootstrap, self.port
-        return self.process.wait_ready(
-            lambda: is_accepting(port) and _run_async(lambda: _probe(bootstrap, port)),
-            timeout=timeout,
-            interval=0.3,
-        )
+        return is_accepting(port) and _run_async(lambda: _probe(bootstrap, port))
 
-    def start(self, timeout: float = READY_TIMEOUT) -> float:
-        """Start (or restart) the broker and wait until it is ready; return seconds waited."""
-        self.launch()
-        return self.wait_until_ready(timeout)
-
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Shut the broker down cleanly (SIGTERM), keeping its data for a later `start()`."""
-        self.process.stop(timeout=timeout)
+        super().stop(timeout)
         self._publish_archive()
 
     def kill(self) -> None:
         """SIGKILL the broker, as a crash would; `start()` recovers from its data."""
         self.process.kill()
         self._archive_draft.unlink(missing_ok=True)
-
-    def close(self) -> None:
-        """Stop the broker and delete its folder if the harness created it."""
-        self.stop()
-        if self._remove_run_dir:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-
-    def rss_bytes(self) -> int:
-        """Resident memory of the broker JVM in bytes (0 when it is not running)."""
-        return self.process.rss_bytes()
 
 
 def start_kafka(
@@ -360,16 +339,10 @@ def start_kafka(
             `wait_until_ready()` (and `close()` if that fails) yourself.
     """
     libs = install_kafka(cache)
-    remove = run_dir is None
-    folder = Path(tempfile.mkdtemp(prefix="stockops-kafka-")) if run_dir is None else run_dir
-    broker = KafkaBroker(libs, folder, remove_run_dir=remove)
-    try:
-        broker.launch()
-        if not wait:
-            return broker
-        seconds = broker.wait_until_ready(timeout)
-    except BaseException:
-        broker.close()
-        raise
-    log.info("Kafka %s ready in %.1f s (log %s)", broker.bootstrap, seconds, broker.log_path)
-    return broker
+    return start_in_folder(
+        lambda folder, remove: KafkaBroker(libs, folder, remove_run_dir=remove),
+        run_dir,
+        prefix="stockops-kafka-",
+        timeout=timeout,
+        wait=wait,
+    )

@@ -24,12 +24,11 @@ import os
 import shutil
 import sqlite3
 import sys
-import tempfile
 from pathlib import Path
 
 from stockops_model.testing.cache import cache_dir
 from stockops_model.testing.ports import LOOPBACK, pick_free_port
-from stockops_model.testing.processes import ServiceProcess
+from stockops_model.testing.processes import LocalService, ServiceProcess, start_in_folder
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,12 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 300.0
 
 
-class MlflowServer:
+class MlflowServer(LocalService):
     """A running MLflow tracking server: its URI, and stop/close."""
+
+    ready_timeout = READY_TIMEOUT
+    ready_interval = 0.3
+    stop_timeout = 20.0
 
     def __init__(
         self, run_dir: Path, *, cache: Path | None = None, remove_run_dir: bool = False
@@ -88,11 +91,11 @@ class MlflowServer:
         return f"http://{LOOPBACK}:{self.port}"
 
     @property
-    def running(self) -> bool:
-        """Tell whether the server process is alive."""
-        return self.process.running
+    def address(self) -> str:
+        """The tracking URI (see `tracking_uri`)."""
+        return self.tracking_uri
 
-    def _healthy(self) -> bool:
+    def _ready(self) -> bool:
         import httpx  # here, so that importing the harness (every conftest does) stays light
 
         try:
@@ -107,11 +110,11 @@ class MlflowServer:
                 shutil.copyfile(self._empty_db, self.db_path)
             else:
                 self._keep_empty_db = True
-        self.process.start()
+        super().launch()
 
-    def wait_until_ready(self, timeout: float = READY_TIMEOUT) -> float:
+    def wait_until_ready(self, timeout: float | None = None) -> float:
         """Wait until /health answers 200; return the seconds waited."""
-        seconds = self.process.wait_ready(self._healthy, timeout=timeout, interval=0.3)
+        seconds = super().wait_until_ready(timeout)
         if self._keep_empty_db:
             self._keep_empty_db = False
             self._save_empty_db()
@@ -133,25 +136,6 @@ class MlflowServer:
             log.warning("could not keep an empty MLflow database in the cache: %s", exc)
             draft.unlink(missing_ok=True)
 
-    def start(self, timeout: float = READY_TIMEOUT) -> float:
-        """Start the server and wait until /health answers 200; return the seconds waited."""
-        self.launch()
-        return self.wait_until_ready(timeout)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the server and its worker (SIGTERM, then SIGKILL), keeping its database."""
-        self.process.stop(timeout=timeout)
-
-    def close(self) -> None:
-        """Stop it and delete its folder if the harness created it."""
-        self.stop()
-        if self._remove_run_dir:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-
-    def rss_bytes(self) -> int:
-        """Resident memory of the server and its worker in bytes (0 when not running)."""
-        return self.process.rss_bytes()
-
 
 def start_mlflow_server(
     run_dir: Path | None = None,
@@ -170,16 +154,10 @@ def start_mlflow_server(
         wait: False returns as soon as the process is launched; then call
             `wait_until_ready()` (and `close()` if that fails) yourself.
     """
-    remove = run_dir is None
-    folder = Path(tempfile.mkdtemp(prefix="stockops-mlflow-")) if run_dir is None else run_dir
-    server = MlflowServer(folder, cache=cache, remove_run_dir=remove)
-    try:
-        server.launch()
-        if not wait:
-            return server
-        seconds = server.wait_until_ready(timeout)
-    except BaseException:
-        server.close()
-        raise
-    log.info("MLflow %s ready in %.1f s (log %s)", server.tracking_uri, seconds, server.log_path)
-    return server
+    return start_in_folder(
+        lambda folder, remove: MlflowServer(folder, cache=cache, remove_run_dir=remove),
+        run_dir,
+        prefix="stockops-mlflow-",
+        timeout=timeout,
+        wait=wait,
+    )

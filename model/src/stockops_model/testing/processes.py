@@ -11,19 +11,26 @@ crashed test session leaves no broker behind. Limits: POSIX only.
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import ctypes
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 from stockops_model.errors import ServiceUnavailableError
+
+log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 # Strong references: a handle dropped without stop() must still be stopped at exit.
@@ -235,6 +242,122 @@ class ServiceProcess:
     def _signal_group(pgid: int, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
+
+
+class LocalService(abc.ABC):
+    """A service with a run folder and one `ServiceProcess`: launch, wait, stop, close.
+
+    Subclasses set `process`, `run_dir`, `log_path` and `_remove_run_dir` in `__init__`, say
+    how to tell that the service answers (`_ready`) and where it answers (`address`), and
+    may extend `launch`, `wait_until_ready` or `stop` for what only they do.
+    """
+
+    ready_timeout: ClassVar[float]
+    """Default seconds `start` and `wait_until_ready` wait: a guard against a hang."""
+    ready_interval: ClassVar[float] = 0.2
+    """Seconds between two readiness probes."""
+    stop_timeout: ClassVar[float] = 30.0
+    """Default seconds `stop` gives the service after SIGTERM before it SIGKILLs it."""
+
+    process: ServiceProcess
+    run_dir: Path
+    log_path: Path
+    _remove_run_dir: bool
+
+    @property
+    @abc.abstractmethod
+    def address(self) -> str:
+        """Where clients reach the service (for logs)."""
+
+    @abc.abstractmethod
+    def _ready(self) -> bool:
+        """Tell whether the launched service answers requests."""
+
+    @property
+    def running(self) -> bool:
+        """Tell whether the service process is alive."""
+        return self.process.running
+
+    def launch(self) -> None:
+        """Start the service process; do not wait."""
+        self.process.start()
+
+    def wait_until_ready(self, timeout: float | None = None) -> float:
+        """Wait until the launched service answers; return the seconds waited.
+
+        Raises:
+            ServiceUnavailableError: it exited or did not answer within `timeout` seconds
+                (default `ready_timeout`; it is then killed); the message quotes its log.
+        """
+        return self.process.wait_ready(
+            self._ready,
+            timeout=self.ready_timeout if timeout is None else timeout,
+            interval=self.ready_interval,
+        )
+
+    def start(self, timeout: float | None = None) -> float:
+        """Launch the service and wait until it answers; return the seconds waited."""
+        self.launch()
+        return self.wait_until_ready(timeout)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the service (SIGTERM, then SIGKILL), keeping its run folder for a restart."""
+        self.process.stop(timeout=self.stop_timeout if timeout is None else timeout)
+
+    def close(self) -> None:
+        """Stop it and delete its run folder if the harness created it."""
+        self.stop()
+        if self._remove_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the service's processes in bytes (0 when it is not running)."""
+        return self.process.rss_bytes()
+
+
+_S = TypeVar("_S", bound=LocalService)
+
+
+def start_in_folder(
+    create: Callable[[Path, bool], _S],
+    run_dir: Path | None,
+    *,
+    prefix: str,
+    timeout: float | None = None,
+    wait: bool = True,
+) -> _S:
+    """Create a service in `run_dir` (or a new temporary folder), launch it, and wait.
+
+    Args:
+        create: builds the handle from its run folder and whether `close()` deletes it.
+        run_dir: kept afterwards; None: a temporary folder named `prefix...` that `close()`
+            deletes.
+        timeout: seconds to wait for it to answer (default: the service's `ready_timeout`).
+        wait: False returns as soon as the process is launched; the caller then calls
+            `wait_until_ready()` (and `close()` if that fails) itself.
+
+    Raises:
+        ServiceUnavailableError: it did not come up; it is closed first.
+    """
+    remove = run_dir is None
+    folder = Path(tempfile.mkdtemp(prefix=prefix)) if run_dir is None else run_dir
+    service = create(folder, remove)
+    try:
+        service.launch()
+        if not wait:
+            return service
+        seconds = service.wait_until_ready(timeout)
+    except BaseException:
+        service.close()
+        raise
+    log.info(
+        "%s %s ready in %.1f s (log %s)",
+        service.process.name,
+        service.address,
+        seconds,
+        service.log_path,
+    )
+    return service
 
 
 @atexit.register
