@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
-from stockops_model import crds, spec
+from stockops_model import crds, schema, spec
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_CRDS = ROOT / "charts" / "stockops" / "crds"
@@ -292,7 +292,7 @@ def test_server_side_defaults_equal_pydantic_defaults(kind: str) -> None:
     spec_schema = _root_schema(definition)["properties"]["spec"]
     defaulted = _apply_defaults(spec_schema, copy.deepcopy(MINIMAL[kind]))
     validated = definition.spec_model.model_validate(MINIMAL[kind])
-    assert isinstance(validated, spec.SpecModel)
+    assert isinstance(validated, schema.SpecModel)
     assert defaulted == validated.to_wire()
 
 

@@ -1,4 +1,4 @@
-"""Generate the CustomResourceDefinitions of stockops.io from the pydantic models in `spec`.
+"""Generate the CustomResourceDefinitions of stockops.io from the models in `spec` and `status`.
 
 The CRD YAML in `crds/` (and its copy in the Helm chart) is the output of this module and is
 committed; a test regenerates it and fails if the committed files differ, so the models and the
@@ -15,7 +15,7 @@ The conversion starts from pydantic's JSON Schema and makes it a Kubernetes *str
 schema: references are inlined, `X | None` becomes an optional `X`, `const` becomes a
 one-value `enum`, titles and `additionalProperties: false` go (the API server prunes and, with
 strict field validation, rejects unknown fields), and the CEL rules and list types declared next
-to the models (`spec.cel`, `spec.k8s`) are kept. Defaults made by a `default_factory` are
+to the models (`schema.cel`, `schema.k8s`) are kept. Defaults made by a `default_factory` are
 written out in full (the API server validates a default as written, so `{}` would fail the
 CEL rules of the object it stands for). Limits: only the constructs the stockops models use are
 handled (objects, arrays, string maps, scalars, enums, dates); anything else raises.
@@ -37,7 +37,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from stockops_model import spec
+from stockops_model import schema, spec, status
 
 CATEGORY = "stockops"
 GENERATED_HEADER = (
@@ -114,9 +114,9 @@ class ResourceDefinition:
 
 
 def _name_rule(longest: int) -> dict[str, str]:
-    return spec.cel(
+    return schema.cel(
         f"size(self.metadata.name) <= {longest} && "
-        f"self.metadata.name.matches('{spec.DNS_LABEL_PATTERN}')",
+        f"self.metadata.name.matches('{schema.DNS_LABEL_PATTERN}')",
         f"metadata.name must be a DNS label of at most {longest} characters "
         "(names of the Jobs and Deployments are derived from it)",
     )
@@ -133,7 +133,7 @@ STOCKMODEL = ResourceDefinition(
         "operator runs its feed and sink, trains on schedule and rolls the winner out."
     ),
     spec_model=spec.StockModelSpec,
-    status_model=spec.StockModelStatus,
+    status_model=status.StockModelStatus,
     printer_columns=(
         PrinterColumn("Tickers", ".spec.tickers", description="Tickers forecast."),
         PrinterColumn(
@@ -166,7 +166,7 @@ RETRAINSCHEDULE = ResourceDefinition(
         "annotate it with stockops.io/run-now to start a run by hand."
     ),
     spec_model=spec.RetrainScheduleSpec,
-    status_model=spec.RetrainScheduleStatus,
+    status_model=status.RetrainScheduleStatus,
     printer_columns=(
         PrinterColumn("Model", ".spec.modelRef.name", description="The StockModel retrained."),
         PrinterColumn("Schedule", ".spec.schedule"),

@@ -3,7 +3,9 @@
 These pydantic models are the one definition shared by the operator, the workloads and local
 mode. The CRD schemas in `crds/` are generated from them by `stockops_model.crds`, so the two
 cannot drift (a test regenerates and compares). Field names are camelCase on the wire (as in
-Kubernetes) and snake_case in Python.
+Kubernetes) and snake_case in Python. The status models live in `stockops_model.status` and the
+shared patterns, base models and `cel`/`k8s` helpers in `stockops_model.schema`; the statuses
+are re-exported here with the resources they belong to.
 
 Cross-field rules are written twice, side by side: once as a pydantic validator (used by
 `stockops up`, the workloads and the operator) and once as a Kubernetes CEL rule (`cel(...)`,
@@ -26,7 +28,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
@@ -45,31 +47,36 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from stockops_model.errors import SpecError
+from stockops_model.schema import (
+    CRON_PATTERN,
+    DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
+    DURATION_PATTERN,
+    ENV_NAME_PATTERN,
+    MODEL_NAME_PATTERN,
+    QUANTITY_PATTERN,
+    TICKER_PATTERN,
+    TIME_ZONE_PATTERN,
+    TOPIC_PATTERN,
+    UUID_PATTERN,
+    SpecModel,
+    cel,
+    k8s,
+)
+
+# Re-exported (`X as X`): the statuses belong to the resources defined here, and callers
+# import them from this module.
+from stockops_model.status import Condition as Condition
+from stockops_model.status import ConditionStatus as ConditionStatus
+from stockops_model.status import Decision as Decision
+from stockops_model.status import RetrainScheduleStatus as RetrainScheduleStatus
+from stockops_model.status import StockModelConditionType as StockModelConditionType
+from stockops_model.status import StockModelStatus as StockModelStatus
 
 GROUP = "stockops.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 SPEC_ENV = "STOCKOPS_SPEC_JSON"
-
-TICKER_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,14}$"
-TOPIC_PATTERN = r"^[a-zA-Z0-9._\-]{1,200}$"
-MODEL_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._\-]{0,62}$"
-DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
-# Five cron fields, or one of the macros CronJob accepts (no @every: that is `interval`).
-CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+( +\S+){4})$"
-# An IANA zone name such as UTC, America/New_York, America/Argentina/Buenos_Aires or
-# Etc/GMT+5; offsets such as +01:00 (which CEL would accept) are excluded.
-TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}$"
-DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
-QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
-DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
 # Longest object names: generated children (`<name>-feed`, `<name>-deploy-<version>`, Job names
 # with a schedule hash) must stay within the 63 characters of a label value, like CronJob's 52.
@@ -80,79 +87,6 @@ Ticker = Annotated[
     str, Field(pattern=TICKER_PATTERN, max_length=15, description="Ticker symbol, upper case")
 ]
 Percent = Annotated[int, Field(ge=1, le=100, description="Traffic percentage.")]
-
-
-def cel(
-    rule: str,
-    message: str,
-    *,
-    field_path: str | None = None,
-    reason: str | None = None,
-) -> dict[str, str]:
-    """One Kubernetes CEL validation rule (`x-kubernetes-validations` entry).
-
-    Args:
-        rule: the CEL expression; `self` is the object the rule is declared on, `oldSelf`
-            its previous value (a transition rule, checked on update only).
-        message: what the API server answers when the rule fails; name the field.
-        field_path: JSON path, relative to `self`, of the field the error is reported on.
-        reason: `FieldValueInvalid` (default), `FieldValueForbidden` or `FieldValueRequired`
-            (`FieldValueDuplicate` would drop the message: the server says "Duplicate value").
-    """
-    entry = {"rule": rule, "message": message}
-    if field_path is not None:
-        entry["fieldPath"] = field_path
-    if reason is not None:
-        entry["reason"] = reason
-    return entry
-
-
-def k8s(
-    *rules: dict[str, str],
-    list_type: Literal["atomic", "set", "map"] | None = None,
-    list_map_keys: list[str] | None = None,
-) -> dict[str, Any]:
-    """Kubernetes schema extensions for a field or a model (`json_schema_extra`)."""
-    extra: dict[str, Any] = {}
-    if rules:
-        extra["x-kubernetes-validations"] = list(rules)
-    if list_type is not None:
-        extra["x-kubernetes-list-type"] = list_type
-    if list_map_keys is not None:
-        extra["x-kubernetes-list-map-keys"] = list_map_keys
-    return extra
-
-
-class SpecModel(BaseModel):
-    """Base of every spec model: camelCase aliases, unknown fields rejected, immutable."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_enum_values=True,
-    )
-
-    def to_wire(self) -> dict[str, Any]:
-        """The camelCase JSON form, as stored in the Kubernetes object."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-class StatusModel(BaseModel):
-    """Base of status models: camelCase aliases; unknown fields ignored so that an operator
-    reading a status written by a newer version does not fail."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="ignore",
-        use_enum_values=True,
-    )
-
-    def to_wire(self) -> dict[str, Any]:
-        """The camelCase JSON form, as written to the status subresource."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 # --------------------------------------------------------------------------- StockModel
@@ -850,182 +784,6 @@ class StockModelSpec(SpecModel):
         if len(set(tickers)) != len(tickers):
             raise ValueError("tickers must be unique")
         return tickers
-
-
-# --------------------------------------------------------------------------- statuses
-
-
-class ConditionStatus(StrEnum):
-    TRUE = "True"
-    FALSE = "False"
-    UNKNOWN = "Unknown"
-
-
-class StockModelConditionType(StrEnum):
-    """The condition types of a StockModel."""
-
-    READY = "Ready"
-    INGESTING = "Ingesting"
-    MODEL_AVAILABLE = "ModelAvailable"
-    DEPLOYED = "Deployed"
-
-
-class Condition(StatusModel):
-    """One observation of the object's state (the shape of metav1.Condition)."""
-
-    type: str = Field(
-        pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=316, description="Condition type."
-    )
-    status: ConditionStatus = Field(description="True, False or Unknown.")
-    reason: str = Field(
-        pattern=CONDITION_REASON_PATTERN,
-        max_length=1024,
-        description="CamelCase reason of the last transition.",
-    )
-    message: str = Field(default="", max_length=32768, description="Human-readable details.")
-    last_transition_time: datetime = Field(description="When status last changed.")
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="metadata.generation the condition was set for."
-    )
-
-
-def _conditions_field() -> Any:
-    return Field(
-        default=None,
-        max_length=16,
-        description="Current conditions, one per type.",
-        json_schema_extra=k8s(list_type="map", list_map_keys=["type"]),
-    )
-
-
-class Decision(StrEnum):
-    PROMOTED = "promoted"
-    KEPT = "kept"
-
-
-class Metrics(StatusModel):
-    """Forecast errors of one model on the evaluation bars, as decimal strings."""
-
-    rmse: str | None = Field(
-        default=None, pattern=DECIMAL_PATTERN, max_length=32, description="Root mean square error."
-    )
-    mae: str | None = Field(
-        default=None, pattern=DECIMAL_PATTERN, max_length=32, description="Mean absolute error."
-    )
-    mase: str | None = Field(
-        default=None,
-        pattern=DECIMAL_PATTERN,
-        max_length=32,
-        description="Mean absolute scaled error (against the naive forecast).",
-    )
-    directional_accuracy: str | None = Field(
-        default=None,
-        pattern=DECIMAL_PATTERN,
-        max_length=32,
-        description="Share of bars whose direction of move was forecast right (0-1).",
-    )
-
-
-class TrainingMetrics(StatusModel):
-    """The challenger's metrics side by side with the naive forecast and the champion."""
-
-    model: Metrics | None = Field(default=None, description="The newly trained challenger.")
-    naive: Metrics | None = Field(default=None, description="The last-close (naive) forecast.")
-    champion: Metrics | None = Field(
-        default=None, description="The production model before the run, if there was one."
-    )
-
-
-class LastTraining(StatusModel):
-    """The result of the latest finished training run."""
-
-    run_id: str | None = Field(default=None, max_length=64, description="MLflow run ID.")
-    job_name: str | None = Field(default=None, max_length=63, description="The train Job.")
-    challenger_version: str | None = Field(
-        default=None, max_length=32, description="Registered model version of the challenger."
-    )
-    decision: Decision | None = Field(default=None, description="promoted or kept.")
-    reason: str | None = Field(
-        default=None, max_length=1024, description="Why the gate decided so."
-    )
-    metrics: TrainingMetrics | None = Field(default=None, description="Metrics side by side.")
-    finished_at: datetime | None = Field(default=None, description="When the run finished.")
-
-
-class StockModelStatus(StatusModel):
-    """What the operator observed of a StockModel."""
-
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="metadata.generation last reconciled."
-    )
-    conditions: list[Condition] | None = _conditions_field()
-    production_version: str | None = Field(
-        default=None, max_length=32, description="Version under the MLflow `production` alias."
-    )
-    serving_version: str | None = Field(
-        default=None, max_length=32, description="Version the serving target answers with."
-    )
-    last_training: LastTraining | None = Field(
-        default=None, description="The latest finished training run."
-    )
-    endpoint_url: str | None = Field(
-        default=None, max_length=2048, description="Scoring URL of the serving target."
-    )
-
-
-class JobReference(StatusModel):
-    """A Job started for a schedule."""
-
-    name: str = Field(max_length=63, description="Job name.")
-    uid: str | None = Field(default=None, max_length=64, description="Job UID.")
-    scheduled_time: datetime | None = Field(
-        default=None, description="The schedule time the Job runs for."
-    )
-
-
-class RunOutcome(StrEnum):
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-
-
-class LastRun(StatusModel):
-    """The latest finished run of a RetrainSchedule."""
-
-    job_name: str = Field(max_length=63, description="The train Job.")
-    outcome: RunOutcome = Field(description="Succeeded or Failed.")
-    decision: Decision | None = Field(
-        default=None, description="promoted or kept (Succeeded runs)."
-    )
-    reason: str | None = Field(
-        default=None, max_length=1024, description="The gate's reason, or why the run failed."
-    )
-    metrics: TrainingMetrics | None = Field(default=None, description="Metrics side by side.")
-    finished_at: datetime | None = Field(default=None, description="When the run finished.")
-
-
-class RetrainScheduleStatus(StatusModel):
-    """What the operator observed of a RetrainSchedule (CronJob's status, plus the result)."""
-
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="metadata.generation last reconciled."
-    )
-    conditions: list[Condition] | None = _conditions_field()
-    last_schedule_time: datetime | None = Field(
-        default=None, description="Scheduled time of the latest started run."
-    )
-    last_successful_time: datetime | None = Field(
-        default=None, description="When the latest successful run finished."
-    )
-    next_schedule_time: datetime | None = Field(
-        default=None, description="Next scheduled run (none while suspended)."
-    )
-    active: list[JobReference] | None = Field(
-        default=None,
-        max_length=100,
-        description="Runs in progress.",
-        json_schema_extra=k8s(list_type="map", list_map_keys=["name"]),
-    )
-    last_run: LastRun | None = Field(default=None, description="The latest finished run.")
 
 
 # --------------------------------------------------------------------------- RetrainSchedule
