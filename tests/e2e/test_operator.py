@@ -600,3 +600,62 @@ def _epoch(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.fixture
+def running_kubelet(kube_cluster: KubeCluster, namespace: str, tmp_path: Path) -> Iterator[Any]:
+    """A fake kubelet that runs each Job's real command (here: `stockops train`)."""
+    fake = FakeKubelet(
+        kubeconfig=kube_cluster.admin_kubeconfig(),
+        namespace=namespace,
+        work_dir=tmp_path / "pods",
+        run_deployments=False,
+    )
+    with fake:
+        yield fake
+    assert fake.errors == []
+
+
+def test_a_train_run_without_data_fails_at_once_and_says_why(
+    kube_cluster: KubeCluster,
+    namespace: str,
+    admin: Any,
+    operator: Operator,
+    running_kubelet: Any,
+    eventually: Any,
+) -> None:
+    # The real `stockops train` runs on the mounted spec; its store (a local folder in the
+    # Pod) has no bars, so it exits 4 (invalid data). The Job's podFailurePolicy fails the
+    # Job at once instead of spending its three retries.
+    manifest = schedule("nightly", "demo", schedule="0 3 * * *", backoffLimit=3)
+    manifest["metadata"]["annotations"] = {"stockops.io/run-now": "try-it"}
+    kube_cluster.apply([stockmodel("demo"), manifest], namespace=namespace)
+
+    status = eventually(
+        lambda: (
+            (get(admin, namespace, "retrainschedules", "nightly").get("status") or {}).get(
+                "lastRun"
+            )
+            and get(admin, namespace, "retrainschedules", "nightly")["status"]
+        ),
+        timeout=180,
+        what="the run recorded",
+    )
+
+    last = status["lastRun"]
+    assert last["outcome"] == "Failed"
+    assert "PodFailurePolicy" in last["reason"]
+    assert "exit code 4" in last["reason"]
+    assert "decision" not in last
+    (job,) = jobs(admin, namespace)
+    pods = admin.call(
+        "GET",
+        f"/api/v1/namespaces/{namespace}/pods",
+        params={"labelSelector": f"job-name={job['metadata']['name']}"},
+    )["items"]
+    assert len(pods) == 1  # no retry of a run that cannot succeed
+    terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 4
+    # FallbackToLogsOnError: the message is the tail of the log, which names the problem.
+    assert "no bars for AAPL, MSFT" in terminated["message"]
+    eventually(lambda: "RunFailed" in events(admin, namespace, "nightly"), what="an Event")
