@@ -208,24 +208,12 @@ class NaiveForecaster:
         return _output(frame["symbol"].tolist(), frame["ts"].tolist(), frame["close"], self.horizon)
 
     def save(self, path: str | Path) -> None:
-        directory = Path(path)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {
-            "format": FORMAT_VERSION,
-            "kind": self.kind,
-            "tickers": list(self.tickers),
-            "horizon": self.horizon,
-        }
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        """Write `forecaster.json` (tickers, horizon) into `path`."""
+        _write_config(path, self.kind, {"tickers": list(self.tickers), "horizon": self.horizon})
 
     def describe(self) -> dict[str, Any]:
         """What the registry records about this forecaster (MLmodel metadata)."""
-        return {
-            "kind": self.kind,
-            "tickers": list(self.tickers),
-            "min_bars": self.min_bars,
-            "horizon": self.horizon,
-        }
+        return _summary(self)
 
 
 @dataclass
@@ -299,31 +287,39 @@ class NetworkForecaster:
 
     def save(self, path: str | Path) -> None:
         """Write `forecaster.json` (input spec, scalers) and `network.keras` into `path`."""
-        directory = Path(path)
-        directory.mkdir(parents=True, exist_ok=True)
         config = {
-            "format": FORMAT_VERSION,
-            "kind": self.kind,
             "inputs": self.inputs.to_dict(),
             "x_scaler": self.x_scaler.to_dict(),
             "y_scaler": self.y_scaler.to_dict(),
         }
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        directory = _write_config(path, self.kind, config)
         self.network.save(directory / NETWORK_FILE)
 
     def describe(self) -> dict[str, Any]:
         """What the registry records about this forecaster (MLmodel metadata)."""
-        return {
-            "kind": self.kind,
-            "tickers": list(self.tickers),
-            "min_bars": self.min_bars,
-            "horizon": self.horizon,
-            "window": self.inputs.window,
-            "target": self.inputs.target,
-        }
+        return {**_summary(self), "window": self.inputs.window, "target": self.inputs.target}
 
 
 Forecaster = NaiveForecaster | NetworkForecaster
+
+
+def _write_config(path: str | Path, kind: str, config: dict[str, Any]) -> Path:
+    """Create `path` and write `forecaster.json` with the format, the kind and `config`."""
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    document = {"format": FORMAT_VERSION, "kind": kind, **config}
+    (directory / CONFIG_FILE).write_text(json.dumps(document, indent=2))
+    return directory
+
+
+def _summary(forecaster: Forecaster) -> dict[str, Any]:
+    """The metadata every forecaster records: what it is and the input it needs."""
+    return {
+        "kind": forecaster.kind,
+        "tickers": list(forecaster.tickers),
+        "min_bars": forecaster.min_bars,
+        "horizon": forecaster.horizon,
+    }
 
 
 def load_forecaster(path: str | Path) -> Forecaster:
