@@ -83,23 +83,15 @@ def code_version() -> str:
     if explicit:
         return explicit
     here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", str(here)],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--", str(here))
         if commit:
             return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -257,24 +249,20 @@ def ensure_naive_champion(
     if current is not None:
         return str(current.version)
     naive = NaiveForecaster(tickers, horizon)
+    tags = {TAG_KIND: "naive", TAG_CODE_VERSION: code_version()}
     with mlflow.start_run(experiment_id=experiment_id, run_name="naive-baseline", nested=True):
-        mlflow.set_tags({TAG_KIND: "naive", TAG_CODE_VERSION: code_version()})
+        mlflow.set_tags(tags)
         mlflow.log_params({"kind": "naive", "horizon": horizon, "tickers": ",".join(tickers)})
         info = log_forecaster(naive, bars, registered_model_name=name)
-    version = registered_version(client, name, info)
-    tag_version(
-        client, name, str(version.version), {TAG_KIND: "naive", TAG_CODE_VERSION: code_version()}
-    )
+    version = str(registered_version(client, name, info).version)
+    tag_version(client, name, version, tags)
     # Another gate may have set an alias meanwhile; never overwrite a real champion.
-    if production_version(client, name) is None:
-        client.set_registered_model_alias(name, PRODUCTION_ALIAS, str(version.version))
-        log.info(
-            "registered the naive forecast as %s version %s (production)", name, version.version
-        )
-        return str(version.version)
     winner = production_version(client, name)
-    assert winner is not None
-    return str(winner.version)
+    if winner is not None:
+        return str(winner.version)
+    client.set_registered_model_alias(name, PRODUCTION_ALIAS, version)
+    log.info("registered the naive forecast as %s version %s (production)", name, version)
+    return version
 
 
 def load_pyfunc(name: str, version: str) -> Any:
@@ -284,14 +272,18 @@ def load_pyfunc(name: str, version: str) -> Any:
     return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
 
+def _stockops_metadata(model: Any) -> dict[str, Any]:
+    # The "stockops" entry `log_forecaster` writes into the MLmodel metadata ({} if absent).
+    meta = getattr(getattr(model, "metadata", None), "metadata", None) or {}
+    return dict(meta.get("stockops") or {})
+
+
 def model_min_bars(model: Any) -> int:
     """Bars per ticker a loaded pyfunc needs, from its MLmodel metadata (1 if unknown)."""
-    meta = getattr(getattr(model, "metadata", None), "metadata", None) or {}
-    return int((meta.get("stockops") or {}).get("min_bars", 1))
+    return int(_stockops_metadata(model).get("min_bars", 1))
 
 
 def model_tickers(model: Any) -> tuple[str, ...] | None:
     """Tickers a loaded pyfunc forecasts, from its MLmodel metadata (None if unknown)."""
-    meta = getattr(getattr(model, "metadata", None), "metadata", None) or {}
-    tickers = (meta.get("stockops") or {}).get("tickers")
+    tickers = _stockops_metadata(model).get("tickers")
     return tuple(tickers) if tickers else None
