@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
 from stockops_model.bars import Bar
 from stockops_model.clock import FakeClock
 from stockops_model.errors import ServiceUnavailableError, SourceError
@@ -47,6 +48,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     content_type: str = "application/json;charset=utf-8"
+    # Runs in the server before it answers: a test moves its FakeClock here to stand for
+    # the time a request spends in flight.
+    on_serve: Callable[[], None] | None = None
 
 
 @dataclass
@@ -71,6 +75,8 @@ class RecordedYahoo:
                 reply = outer.replies.popleft() if outer.replies else Reply(599, b"no reply left")
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.on_serve is not None:
+                    reply.on_serve()
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", reply.content_type)
@@ -337,3 +343,29 @@ async def test_a_late_fill_behind_the_emitted_mark_is_not_emitted_out_of_order(
         after = await src.poll_once(client)
     assert datetime.fromtimestamp(stamps[hole], UTC) not in {b.ts for b in before}
     assert after == []
+
+
+async def test_a_minute_that_closes_while_the_request_is_in_flight_is_not_emitted_unfinished(
+    yahoo: RecordedYahoo,
+) -> None:
+    # Sent at 09:33:59.5 EST; the answer (poll1: the 09:33 minute still in progress) comes
+    # back at 09:34:00.5, after that minute has closed. Its values are those of the snapshot,
+    # not final: closedness must be judged at the time the request was sent.
+    sent = POLL1_AT.replace(second=59, microsecond=500_000)
+    clock = FakeClock(sent)
+    yahoo.queue(
+        Reply(body=recorded("spy_2011-01-04_poll1.json"), on_serve=lambda: clock.advance(1.0)),
+        Reply(body=recorded("spy_2011-01-04_poll2.json")),
+    )
+    src = source(yahoo, clock)
+    async with src.client() as client:
+        first = await src.poll_once(client)
+        clock.advance((POLL2_AT - clock.now()).total_seconds())
+        second = await src.poll_once(client)
+    in_progress = POLL1_AT.replace(second=0)
+    assert [(b.ts, b.close) for b in first] == expected_closed("spy_2011-01-04_poll1.json", sent)
+    assert in_progress not in {b.ts for b in first}
+    (final,) = [b for b in second if b.ts == in_progress]
+    assert (final.open, final.high, final.low, final.close, final.volume) == (
+        source_bars()[in_progress]
+    )

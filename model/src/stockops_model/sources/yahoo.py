@@ -14,7 +14,8 @@ in which a minute without trades is `null`. What this module does with it:
 * minutes with any null price are skipped (volume null alone counts as 0);
 * timestamps off a minute boundary are skipped: while the market is open Yahoo appends
   a live snapshot (e.g. 14:33:20) after the minute in progress, it is not a bar;
-* only closed bars are emitted: `ts + 60 s <= clock.now()`, never the minute in progress;
+* only closed bars are emitted: `ts + 60 s <=` the time the request was sent, never the
+  minute in progress, nor one that closed while the answer was on its way;
 * bars already emitted are not emitted again on the next poll: per symbol the source
   keeps the newest bar time it emitted (constant memory) and emits only newer bars.
   A minute Yahoo fills in late, behind that mark, is dropped to keep bar-time order;
@@ -419,8 +420,12 @@ class YahooSource:
         """One round over every symbol: the bars closed since the previous round."""
         out: list[Bar] = []
         for symbol in self.symbols:
+            # Closedness is judged when the request leaves: Yahoo's snapshot is no older, and
+            # a minute that closes while the answer is in flight (or retried) is in it as it
+            # was, unfinished; the next poll brings it whole.
+            sent = self.clock.now()
             chart = await client.fetch(symbol, self.range)
-            out.extend(self.select_new(chart, self.clock.now()))
+            out.extend(self.select_new(chart, sent))
         return out
 
     def select_new(self, chart: Chart, now: datetime) -> list[Bar]:
