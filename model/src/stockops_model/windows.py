@@ -210,7 +210,10 @@ def build_dataset(
         values = group.loc[:, list(columns)].to_numpy(dtype=np.float32)
         if not np.isfinite(values).all():
             raise DataError(f"non-finite feature values for {symbol}")
-        ts = pd.DatetimeIndex(group["ts"]).tz_localize(None).to_numpy("datetime64[ns]")
+        # Converted to UTC before dropping the zone: the arrays are naive UTC everywhere
+        # (naive input is taken as UTC, like `bars.normalise_frame`).
+        utc = pd.DatetimeIndex(pd.to_datetime(group["ts"], utc=True))
+        ts = utc.tz_localize(None).to_numpy("datetime64[ns]")
         close = group["close"].to_numpy(dtype=np.float64)
         end_pos = np.arange(window - 1, len(group))
         end_ts = ts[end_pos]

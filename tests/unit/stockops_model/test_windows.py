@@ -121,6 +121,18 @@ def test_a_minute_without_trade_keeps_the_last_close() -> None:
     assert dict(zip(pd.DatetimeIndex(ds2.end_ts).minute - 30, ds2.y, strict=True))[5] == 17.0
 
 
+def test_times_are_utc_whatever_zone_the_bars_carry() -> None:
+    frame = _frame("AMZN", [0, 1, 2, 3], [10.0, 11.0, 12.0, 13.0])
+    utc = build_dataset(frame, ["f"], window=2, horizon=1, target="return")
+    local = frame.assign(ts=frame["ts"].dt.tz_convert("America/New_York"))
+    naive = frame.assign(ts=frame["ts"].dt.tz_localize(None))
+    for other in (local, naive):
+        ds = build_dataset(other, ["f"], window=2, horizon=1, target="return")
+        np.testing.assert_array_equal(ds.end_ts, utc.end_ts)
+        np.testing.assert_array_equal(ds.target_ts, utc.target_ts)
+    assert utc.end_ts[0] == np.datetime64("2024-01-02T14:31")
+
+
 def test_level_and_return_targets_invert_to_the_future_close(
     features: pd.DataFrame, columns: list[str]
 ) -> None:
