@@ -369,3 +369,23 @@ async def test_a_minute_that_closes_while_the_request_is_in_flight_is_not_emitte
     assert (final.open, final.high, final.low, final.close, final.volume) == (
         source_bars()[in_progress]
     )
+
+
+async def test_a_round_that_fails_part_way_loses_no_bar_of_the_symbols_fetched_before(
+    yahoo: RecordedYahoo,
+) -> None:
+    poll1 = recorded("spy_2011-01-04_poll1.json")
+    yahoo.queue(
+        Reply(body=poll1),  # SPY
+        Reply(404, recorded("error_not_found.json")),  # QQQ: the round fails
+        Reply(body=poll1),  # SPY, next round
+        Reply(body=poll1),  # QQQ
+    )
+    src = source(yahoo, FakeClock(POLL1_AT), symbols=("SPY", "QQQ"))
+    async with src.client() as client:
+        with pytest.raises(SourceError, match="QQQ"):
+            await src.poll_once(client)
+        bars = await src.poll_once(client)
+    expected = expected_closed("spy_2011-01-04_poll1.json", POLL1_AT)
+    assert [(b.ts, b.close) for b in bars if b.symbol == "SPY"] == expected
+    assert [(b.ts, b.close) for b in bars if b.symbol == "QQQ"] == expected

@@ -417,16 +417,19 @@ class YahooSource:
         )
 
     async def poll_once(self, client: YahooChartClient) -> list[Bar]:
-        """One round over every symbol: the bars closed since the previous round."""
-        out: list[Bar] = []
+        """One round over every symbol: the bars closed since the previous round.
+
+        Every chart is fetched before any bar is selected, so a round that raises part way
+        moves no symbol's mark: the next round still returns the bars of all of them.
+        """
+        charts: list[tuple[Chart, datetime]] = []
         for symbol in self.symbols:
             # Closedness is judged when the request leaves: Yahoo's snapshot is no older, and
             # a minute that closes while the answer is in flight (or retried) is in it as it
             # was, unfinished; the next poll brings it whole.
             sent = self.clock.now()
-            chart = await client.fetch(symbol, self.range)
-            out.extend(self.select_new(chart, sent))
-        return out
+            charts.append((await client.fetch(symbol, self.range), sent))
+        return [bar for chart, sent in charts for bar in self.select_new(chart, sent)]
 
     def select_new(self, chart: Chart, now: datetime) -> list[Bar]:
         """The bars of `chart` that are closed at `now` and newer than any emitted before."""
