@@ -17,7 +17,8 @@ the gate's commit record. Running the gate again for a challenger that carries t
 the recorded decision and changes nothing. If the process dies between the alias move and the
 tags, the rerun finds the challenger already in production and only records that.
 Before moving the alias the champion is read again, and the move is abandoned (decision
-"kept", reason says why) when another gate moved it meanwhile: MLflow has no compare-and-set,
+"kept", reason says why, and no record, so a rerun judges the challenger against the new
+champion) when another gate moved it meanwhile: MLflow has no compare-and-set,
 so this narrows the race between two concurrent gates to the span of two calls, and the
 operator's `concurrencyPolicy: Forbid` rules it out in practice.
 
@@ -373,6 +374,7 @@ def promote_if_better(
     if note:
         reason = f"{reason} ({note})"
     production = champion_version
+    final = True
     if promote:
         current = production_version(client, model_name)
         current_version = str(current.version) if current is not None else None
@@ -383,6 +385,9 @@ def promote_if_better(
                 "the gate ran; not moved, rerun the gate against the new champion"
             )
             production = current_version
+            # Not a verdict on this challenger: left without the record so a rerun judges
+            # it against the new champion instead of replaying this outcome.
+            final = False
         else:
             client.set_registered_model_alias(model_name, ALIAS, str(challenger_version))
             production = str(challenger_version)
@@ -399,7 +404,7 @@ def promote_if_better(
         dm_statistic=dm_stat,
         dm_p_value=dm_p,
     )
-    record_decision(client, decision, version.run_id)
+    record_decision(client, decision, version.run_id, final=final)
     log.info(
         "gate for %s version %s: %s (%s)",
         model_name,
@@ -410,8 +415,12 @@ def promote_if_better(
     return decision
 
 
-def decision_tags(decision: Decision) -> dict[str, str]:
-    """The MLflow tags that record a decision: outcome, reason, metric sets, full record."""
+def decision_tags(decision: Decision, final: bool = True) -> dict[str, str]:
+    """The MLflow tags that record a decision: outcome, reason, metric sets, full record.
+
+    With `final=False` the full record is left out, so the gate judges the challenger
+    again when it runs again (see `promote_if_better`).
+    """
     tags = {
         TAG_DECISION: "promoted" if decision.promoted else "kept",
         TAG_REASON: decision.reason[:5000],
@@ -424,14 +433,17 @@ def decision_tags(decision: Decision) -> dict[str, str]:
             )
     if decision.dm_p_value is not None:
         tags[TAG_PREFIX + "dm-p-value"] = f"{decision.dm_p_value:.6g}"
-    # Written last by record_decision: its presence marks the decision as complete.
-    tags[TAG_RECORD] = decision.to_json()
+    if final:
+        # Written last by record_decision: its presence marks the decision as complete.
+        tags[TAG_RECORD] = decision.to_json()
     return tags
 
 
-def record_decision(client: MlflowClient, decision: Decision, run_id: str | None) -> None:
+def record_decision(
+    client: MlflowClient, decision: Decision, run_id: str | None, final: bool = True
+) -> None:
     """Write the decision tags on the run first, then on the version, the record tag last."""
-    tags = decision_tags(decision)
+    tags = decision_tags(decision, final)
     if run_id:
         for key, value in tags.items():
             client.set_tag(run_id, key, value)

@@ -129,6 +129,15 @@ def test_decision_tags_end_with_the_complete_record() -> None:
     assert json.loads(tags[TAG_RECORD])["production_version"] == "3"
 
 
+def test_an_abandoned_move_is_recorded_without_the_record_that_ends_the_gate() -> None:
+    # Production moved while the gate ran: the outcome is shown, but a rerun must judge the
+    # challenger against the new champion rather than replay "kept".
+    decision = Decision("m", "3", "1", False, "production moved", "2", {"rmse": 0.9}, {}, {})
+    tags = decision_tags(decision, final=False)
+    assert tags[TAG_DECISION] == "kept"
+    assert TAG_RECORD not in tags
+
+
 def _bars(stamps: list[str], closes: list[float]) -> pd.DataFrame:
     return pd.DataFrame(
         {
