@@ -65,18 +65,23 @@ class GateMetrics:
     mase: float
     directional_accuracy: float
     count: int
+    # Share of up-moves among the bars that moved: the directional accuracy to beat is
+    # max(up_base_rate, 1 - up_base_rate).
+    up_base_rate: float = math.nan
 
     @classmethod
     def of(cls, actual: FloatArray, last_close: FloatArray, forecast: FloatArray) -> GateMetrics:
         """Metrics of `forecast` against `actual`, MASE scaled by the last-close forecast."""
         from stockops_model import evaluate
 
+        accuracy, base_rate = evaluate.directional_accuracy(last_close, actual, forecast)
         return cls(
             rmse=float(evaluate.rmse(actual, forecast)),
             mae=float(evaluate.mae(actual, forecast)),
             mase=float(evaluate.mase(actual, forecast, last_close)),
-            directional_accuracy=evaluate.directional_accuracy(last_close, actual, forecast)[0],
+            directional_accuracy=accuracy,
             count=len(actual),
+            up_base_rate=base_rate,
         )
 
 

@@ -93,6 +93,17 @@ def test_no_usable_forecast_keeps() -> None:
     assert "no usable forecast" in reason
 
 
+def test_gate_metrics_carry_the_up_move_base_rate_beside_directional_accuracy() -> None:
+    last = np.array([10.0, 10.0, 10.0, 10.0])
+    actual = np.array([11.0, 9.0, 11.0, 10.0])  # up, down, up, unchanged (left out)
+    forecast = np.array([10.5, 10.5, 9.5, 10.2])  # up (hit), up (miss), down (miss)
+    gate = GateMetrics.of(actual, last, forecast)
+    assert gate.directional_accuracy == pytest.approx(1 / 3)
+    assert gate.up_base_rate == pytest.approx(2 / 3)
+    assert gate.rmse == pytest.approx(math.sqrt((0.25 + 2.25 + 2.25 + 0.04) / 4))
+    assert gate.count == 4
+
+
 def test_decision_record_round_trips_as_json() -> None:
     decision = Decision(
         model_name="m",
