@@ -51,6 +51,8 @@ class Reply:
     # Runs in the server before it answers: a test moves its FakeClock here to stand for
     # the time a request spends in flight.
     on_serve: Callable[[], None] | None = None
+    # Seconds between the body's bytes: a server that answers, but at a trickle.
+    trickle: float = 0.0
 
 
 @dataclass
@@ -84,7 +86,13 @@ class RecordedYahoo:
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
-                    self.wfile.write(reply.body)
+                    if reply.trickle:
+                        for byte in reply.body:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(reply.trickle)
+                    else:
+                        self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out and hung up, as intended
 
@@ -389,3 +397,20 @@ async def test_a_round_that_fails_part_way_loses_no_bar_of_the_symbols_fetched_b
     expected = expected_closed("spy_2011-01-04_poll1.json", POLL1_AT)
     assert [(b.ts, b.close) for b in bars if b.symbol == "SPY"] == expected
     assert [(b.ts, b.close) for b in bars if b.symbol == "QQQ"] == expected
+
+
+async def test_an_answer_that_trickles_in_times_out_as_a_whole_and_is_retried(
+    yahoo: RecordedYahoo,
+) -> None:
+    # Each byte comes well within the timeout, the whole answer well after it.
+    slow = recorded("empty_result_null.json")
+    assert len(slow) * 0.05 > 1.0
+    yahoo.queue(
+        Reply(body=slow, trickle=0.05),
+        Reply(body=recorded("spy_2011-01-04_poll1.json")),
+    )
+    clock = FakeClock(POLL1_AT)
+    bars = await poll(source(yahoo, clock, timeout=0.5))
+    assert len(bars) == len(expected_closed("spy_2011-01-04_poll1.json", POLL1_AT))
+    assert len(yahoo.requests) == 2
+    assert len(clock.sleeps) == 1

@@ -38,6 +38,7 @@ User-Agent; range=1d after midnight returns the previous session until pre-marke
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -225,7 +226,7 @@ class YahooChartClient:
     Args:
         base_url: scheme and host (and port), e.g. the public default or a local test server.
         clock: where backoff sleeps happen and what `Retry-After` dates are compared with.
-        timeout: seconds per request (connect, read, write and pool each).
+        timeout: seconds a request may take in all (and each of its phases).
         retry: the retry policy.
         user_agent: sent with every request (Yahoo throttles library defaults).
         interval: the bar interval asked for; only "1m" fits the bar schema.
@@ -243,6 +244,7 @@ class YahooChartClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clock: Clock = clock or SystemClock()
+        self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.interval = interval
         self._http = httpx.AsyncClient(
@@ -305,9 +307,14 @@ class YahooChartClient:
 
     async def _attempt(self, path: str, params: dict[str, str], symbol: str) -> Any:
         try:
-            response = await self._http.get(path, params=params)
+            # httpx's timeouts bound each phase (connect, each read); this bounds the whole
+            # request, so a server that trickles its answer cannot hold a poll for ever.
+            async with asyncio.timeout(self.timeout):
+                response = await self._http.get(path, params=params)
         except httpx.TimeoutException as exc:
             raise _TransientError(f"timed out ({type(exc).__name__})") from None
+        except TimeoutError:
+            raise _TransientError(f"no complete answer within {self.timeout:g} s") from None
         except httpx.TransportError as exc:
             raise _TransientError(f"transport error: {exc!r}") from None
         status = response.status_code
@@ -355,7 +362,7 @@ class YahooSource:
         clock: the time that decides which minutes are closed, and where polls sleep.
         base_url: the API's scheme and host; tests pass http://127.0.0.1:PORT.
         poll_seconds: time from the start of one polling round to the next.
-        timeout: seconds per HTTP request.
+        timeout: seconds an HTTP request may take in all.
         max_retries: retries of a failed request (429, 5xx, timeout) before giving up.
         backoff_base: first backoff window in seconds (doubles per retry, full jitter).
         backoff_max: largest backoff window in seconds.
