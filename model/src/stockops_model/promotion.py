@@ -448,9 +448,11 @@ def record_decision(
     client: MlflowClient, decision: Decision, run_id: str | None, final: bool = True
 ) -> None:
     """Write the decision tags on the run first, then on the version, the record tag last."""
+    from mlflow.entities import RunTag
+
     tags = decision_tags(decision, final)
     if run_id:
-        for key, value in tags.items():
-            client.set_tag(run_id, key, value)
+        # One request for the run's tags; versions have no batch call, hence one per tag.
+        client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
     for key, value in tags.items():
         client.set_model_version_tag(decision.model_name, decision.challenger_version, key, value)
