@@ -223,11 +223,6 @@ def validate_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def is_finite_number(value: object) -> bool:
-    """True for an int or float that is neither NaN nor infinite (bools excluded)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _bad_values(column: pd.Series, is_bad: Callable[[str], bool]) -> npt.NDArray[np.bool_]:
     # A frame has few distinct symbols and sources: check each once, not once a row.
     bad = [v for v in column.unique() if not isinstance(v, str) or is_bad(v)]
