@@ -69,9 +69,15 @@ from stockops_model.schema import (
 from stockops_model.status import Condition as Condition
 from stockops_model.status import ConditionStatus as ConditionStatus
 from stockops_model.status import Decision as Decision
+from stockops_model.status import JobReference as JobReference
+from stockops_model.status import LastRun as LastRun
+from stockops_model.status import LastTraining as LastTraining
+from stockops_model.status import Metrics as Metrics
 from stockops_model.status import RetrainScheduleStatus as RetrainScheduleStatus
+from stockops_model.status import RunOutcome as RunOutcome
 from stockops_model.status import StockModelConditionType as StockModelConditionType
 from stockops_model.status import StockModelStatus as StockModelStatus
+from stockops_model.status import TrainingMetrics as TrainingMetrics
 
 GROUP = "stockops.io"
 VERSION = "v1alpha1"
