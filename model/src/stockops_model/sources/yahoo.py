@@ -229,7 +229,9 @@ class YahooChartClient:
         timeout: seconds a request may take in all (and each of its phases).
         retry: the retry policy.
         user_agent: sent with every request (Yahoo throttles library defaults).
-        interval: the bar interval asked for; only "1m" fits the bar schema.
+
+    It always asks for 1-minute bars with pre- and post-market included: the bar schema is
+    1-minute, and the source filters sessions itself (`regular_hours`).
     """
 
     def __init__(
@@ -240,13 +242,11 @@ class YahooChartClient:
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         user_agent: str = DEFAULT_USER_AGENT,
-        interval: str = "1m",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clock: Clock = clock or SystemClock()
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self.interval = interval
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout),
@@ -263,20 +263,14 @@ class YahooChartClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def fetch_payload(
-        self, symbol: str, range_: str = "1d", include_pre_post: bool = True
-    ) -> Any:
+    async def fetch_payload(self, symbol: str, range_: str = "1d") -> Any:
         """GET one chart and return its decoded JSON, retrying transient failures.
 
         Raises:
             SourceError: Yahoo answered with a `chart.error` or a non-retryable status.
             ServiceUnavailableError: every attempt failed transiently.
         """
-        params = {
-            "interval": self.interval,
-            "range": range_,
-            "includePrePost": "true" if include_pre_post else "false",
-        }
+        params = {"interval": "1m", "range": range_, "includePrePost": "true"}
         path = CHART_PATH.format(symbol=symbol)
         attempts = self.retry.max_retries + 1
         last = "no attempt made"
