@@ -63,10 +63,10 @@ class MinMax:
         return cls(low, np.where(span == 0, 1.0, span))
 
     def transform(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        return (values - self.low) / self.span
+        return np.asarray((values - self.low) / self.span, dtype=np.float64)
 
     def inverse(self, values: npt.NDArray[np.float64], column: int) -> npt.NDArray[np.float64]:
-        return values * self.span[column] + self.low[column]
+        return np.asarray(values * self.span[column] + self.low[column], dtype=np.float64)
 
 
 @dataclass
@@ -209,4 +209,23 @@ def forecast_original(
     for symbol, scaler in data.scalers.items():
         mask = symbols == symbol
         out[mask] = scaler.inverse(scaled[mask], column=0)  # column 0 is close
+    return out
+
+
+def forecast_matching(
+    run: OriginalRun, data: OriginalData, windows: pd.DataFrame
+) -> npt.NDArray[np.float64]:
+    """Forecast close for each row of `windows` (`symbol`, `end_ts` in UTC), matched to the
+    original's window with the same ticker and last bar; NaN where it has no such window."""
+    keys = pd.DataFrame(
+        {
+            "symbol": data.symbol,
+            "end_ts": pd.to_datetime(data.end_ts).tz_localize("UTC"),
+            "index": np.arange(len(data.y)),
+        }
+    )
+    matched = windows.loc[:, ["symbol", "end_ts"]].merge(keys, on=["symbol", "end_ts"], how="left")
+    found = matched["index"].notna().to_numpy()
+    out = np.full(len(matched), np.nan)
+    out[found] = forecast_original(run, data, matched.loc[found, "index"].to_numpy(dtype=np.int64))
     return out

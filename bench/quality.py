@@ -41,6 +41,7 @@ import original
 from retrain import DOC, write_section
 
 from stockops_model.evaluate import directional_accuracy, mase, rmse
+from stockops_model.windows import TargetKind
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "bars-2018-1min"
@@ -56,7 +57,7 @@ def backtest_ours(
     from stockops_model.hyperparameters import Hyperparameters
     from stockops_model.spec import default_indicators
 
-    kind = "level" if target == "level" else "return"
+    kind: TargetKind = "level" if target == "level" else "return"
     inputs = InputSpec(tuple(pair), tuple(default_indicators()), WINDOW, 1, kind)
     params = Hyperparameters(window=WINDOW, units=UNITS, target=kind)
     outcome = run_backtest(bars, inputs, params, folds=folds, test_days=1, train_days=train_days)
@@ -83,22 +84,10 @@ def backtest_original(
         sliced = {s: f.reset_index(drop=True) for s, f in sliced.items()}
         origin_naive = origin.tz_convert("UTC").tz_localize(None)
         data = original.iloc_windows(sliced, pair, WINDOW, 1, fit_until=origin_naive)
-        purge = np.timedelta64(WINDOW + 1, "m")
-        train_index = np.flatnonzero(data.end_ts < np.datetime64(origin_naive) - purge)
+        cutoff = np.datetime64(origin_naive - pd.Timedelta(minutes=WINDOW + 1), "ns")
+        train_index = np.flatnonzero(data.end_ts < cutoff)
         run = original.train_original(data, train_index, units=UNITS, epochs=epochs)
-        keys = pd.DataFrame(
-            {
-                "symbol": data.symbol,
-                "end_ts": pd.to_datetime(data.end_ts).tz_localize("UTC"),
-                "index": np.arange(len(data.y)),
-            }
-        )
-        matched = part.merge(keys, on=["symbol", "end_ts"], how="left")
-        found = matched["index"].notna().to_numpy()
-        values = np.full(len(part), np.nan)
-        values[found] = original.forecast_original(
-            run, data, matched.loc[found, "index"].astype(np.int64).to_numpy()
-        )
+        values = original.forecast_matching(run, data, part)
         forecasts[np.flatnonzero((test["fold"] == fold).to_numpy())] = values
         print(f"  {'+'.join(pair)} fold {fold}: original {run.seconds['fit']:.0f} s", flush=True)
     return forecasts
@@ -186,7 +175,7 @@ def main() -> int:
         )
 
     for symbol, metrics in per_ticker.items():
-        lines.append(row(symbol, int((complete["symbol"] == symbol).sum()), metrics))
+        lines.append(row(str(symbol), int((complete["symbol"] == symbol).sum()), metrics))
     mean: dict[str, dict[str, float]] = {
         c: {
             k: float(np.mean([per_ticker[s][c][k] for s in per_ticker]))

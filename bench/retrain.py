@@ -103,8 +103,8 @@ def run_original(
     data = original.iloc_windows(features, TICKERS, WINDOW, horizon, fit_until=test_start)
     windowed = time.perf_counter()
     # Hold out the test window and a purge of one window before it.
-    purge = np.timedelta64(WINDOW + horizon, "m")
-    train_index = np.flatnonzero(data.end_ts < np.datetime64(test_start) - purge)
+    cutoff = np.datetime64(test_start - pd.Timedelta(minutes=WINDOW + horizon), "ns")
+    train_index = np.flatnonzero(data.end_ts < cutoff)
     run = original.train_original(data, train_index, units=UNITS, batch_size=16, epochs=epochs)
     fitted = time.perf_counter()
     mlflow.set_tracking_uri(tracking_uri)
@@ -119,22 +119,10 @@ def run_original(
         )
     done = time.perf_counter()
     # Score on our test windows, matched on (symbol, window end).
-    keys = pd.DataFrame(
-        {
-            "symbol": data.symbol,
-            "end_ts": pd.to_datetime(data.end_ts).tz_localize("UTC"),
-            "index": np.arange(len(data.y)),
-        }
-    )
-    matched = test.merge(keys, on=["symbol", "end_ts"], how="left")
-    found = matched["index"].notna().to_numpy()
-    forecast = np.full(len(matched), np.nan)
-    forecast[found] = original.forecast_original(
-        run, data, matched.loc[found, "index"].astype(np.int64).to_numpy()
-    )
+    forecast = original.forecast_matching(run, data, test)
     return {
         "forecast": forecast,
-        "matched": int(found.sum()),
+        "matched": int(np.isfinite(forecast).sum()),
         "version": info.registered_model_version,
         "windows": len(data.y),
         "train_windows": len(train_index),
