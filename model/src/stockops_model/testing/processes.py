@@ -6,7 +6,9 @@ Ctrl-C in the terminal does not hit the services before the harness stops them i
 stdout and stderr go to one log file, appended across restarts, whose tail is quoted in every
 start-up failure. On Linux, a service started from the main thread also receives SIGTERM if the
 Python process that started it dies, and an `atexit` hook stops what is still running, so a
-crashed test session leaves no broker behind. Limits: POSIX only.
+crashed test session leaves no broker behind. `LocalService` is the handle Kafka, Azurite and
+MLflow share (launch, wait until it answers, stop, close), and `start_in_folder` starts one in
+a given or temporary folder. Limits: POSIX only.
 """
 
 from __future__ import annotations
