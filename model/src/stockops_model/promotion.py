@@ -24,7 +24,8 @@ operator's `concurrencyPolicy: Forbid` rules it out in practice.
 
 Limits: the comparison is only as fresh as the bars given; the champion is judged on
 bars it may have been trained on when they overlap its training range (the challenger is
-not: the latest bars are its test part), which favours the champion, the safe direction.
+not: `stockops train` passes its test part's start as `first_origin`), which favours the
+champion, the safe direction.
 """
 
 from __future__ import annotations
@@ -261,8 +262,13 @@ def compare_on_bars(
     bars: pd.DataFrame,
     validation_bars: int,
     horizon: int,
+    first_origin: pd.Timestamp | None = None,
 ) -> tuple[GateMetrics, GateMetrics | None, GateMetrics, float | None, float | None, str]:
     """Score both pyfuncs and the naive forecast on the same latest origins.
+
+    `first_origin` (UTC) leaves out earlier origins: `stockops train` passes the start of the
+    challenger's test part, so the gate never scores it on windows it was fitted or
+    early-stopped on, even when `validation_bars` reaches back past the test part.
 
     Returns:
         challenger, champion (None if there is none or it cannot forecast these bars),
@@ -292,6 +298,10 @@ def compare_on_bars(
             note = f"champion cannot forecast the gate bars ({exc}); judged against naive only"
             log.warning("%s", note)
             champion = None
+    if first_origin is not None:
+        floor = pd.Timestamp(first_origin)
+        floor = floor.tz_localize("UTC") if floor.tzinfo is None else floor.tz_convert("UTC")
+        joined = joined[joined["ts"] >= floor]
     joined = joined.sort_values(["symbol", "ts"]).groupby("symbol").tail(validation_bars)
     actual = joined["actual"].to_numpy(dtype=np.float64)
     last = joined["last_close"].to_numpy(dtype=np.float64)
@@ -327,6 +337,7 @@ def promote_if_better(
     bars: pd.DataFrame,
     policy: PromotionSpec,
     horizon: int,
+    first_origin: pd.Timestamp | None = None,
 ) -> Decision:
     """Run the gate for one registered challenger version (see the module docstring).
 
@@ -338,6 +349,8 @@ def promote_if_better(
             forecast origins per ticker are scored.
         policy: the spec's promotion policy.
         horizon: forecast horizon in bars (for the targets and the DM test).
+        first_origin: score no origin before this time (naive means UTC); `stockops train`
+            passes the start of the challenger's test part (see `compare_on_bars`).
 
     Returns:
         The decision (also recorded as tags on the challenger version and its run).
@@ -373,7 +386,7 @@ def promote_if_better(
     challenger_model = load_pyfunc(model_name, str(challenger_version))
     champion_model = load_pyfunc(model_name, champion_version) if champion_version else None
     mine, theirs, naive, dm_stat, dm_p, note = compare_on_bars(
-        challenger_model, champion_model, bars, policy.validation_bars, horizon
+        challenger_model, champion_model, bars, policy.validation_bars, horizon, first_origin
     )
     promote, reason = decide(mine, theirs, naive, policy, dm_p)
     if note:

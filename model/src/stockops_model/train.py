@@ -423,7 +423,14 @@ def train_and_register(
     }
     if gate:
         decision = promote_if_better(
-            client, model_name, version, data.bars, spec.promotion, inputs.horizon
+            client,
+            model_name,
+            version,
+            data.bars,
+            spec.promotion,
+            inputs.horizon,
+            # Only origins the challenger was not fitted or early-stopped on.
+            first_origin=result.test["end_ts"].min(),
         )
         outcome.update(
             promoted=decision.promoted,

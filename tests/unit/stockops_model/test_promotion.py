@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from stockops_model.promotion import (
     TAG_RECORD,
     Decision,
     GateMetrics,
+    compare_on_bars,
     decide,
     decision_tags,
     gate_targets,
@@ -183,3 +185,46 @@ def test_gate_window_keeps_the_latest_bars_per_ticker() -> None:
     assert window.groupby("symbol").size().to_dict() == {"AAA": keep, "BBB": keep}
     assert window.groupby("symbol")["ts"].max().nunique() == 1
     assert window["ts"].max() == stamps[-1]
+
+
+@pytest.fixture(scope="module")
+def naive_pyfunc(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The naive forecaster saved and loaded as a real MLflow pyfunc (no tracking server)."""
+    import mlflow.pyfunc
+
+    from stockops_model.forecaster import NaiveForecaster
+    from stockops_model.registry import (
+        ARTIFACT_KEY,
+        ForecasterModel,
+        forecaster_signature,
+        pip_requirements,
+    )
+
+    folder = tmp_path_factory.mktemp("naive")
+    NaiveForecaster(("AAA",)).save(folder / "forecaster")
+    mlflow.pyfunc.save_model(
+        folder / "model",
+        python_model=ForecasterModel(),
+        artifacts={ARTIFACT_KEY: str(folder / "forecaster")},
+        signature=forecaster_signature(),
+        pip_requirements=pip_requirements(),
+    )
+    return mlflow.pyfunc.load_model(str(folder / "model"))
+
+
+def test_the_gate_scores_no_origin_before_first_origin(naive_pyfunc: Any) -> None:
+    stamps = pd.date_range("2018-03-08 14:30", periods=40, freq="min", tz="UTC")
+    bars = _bars([str(s) for s in stamps], list(np.linspace(10.0, 12.0, 40)))
+    everything = compare_on_bars(naive_pyfunc, None, bars, validation_bars=100, horizon=1)
+    # 40 bars give 39 origins with a target one minute later.
+    assert everything[0].count == 39
+    later = compare_on_bars(
+        naive_pyfunc, None, bars, validation_bars=100, horizon=1, first_origin=stamps[30]
+    )
+    assert later[0].count == 9  # origins 14:30+30 .. 14:30+38
+    # A naive floor is read as UTC.
+    naive_floor = stamps[30].tz_localize(None)
+    again = compare_on_bars(
+        naive_pyfunc, None, bars, validation_bars=100, horizon=1, first_origin=naive_floor
+    )
+    assert again[0].count == 9
