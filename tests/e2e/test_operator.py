@@ -659,3 +659,57 @@ def test_a_train_run_without_data_fails_at_once_and_says_why(
     # FallbackToLogsOnError: the message is the tail of the log, which names the problem.
     assert "no bars for AAPL, MSFT" in terminated["message"]
     eventually(lambda: "RunFailed" in events(admin, namespace, "nightly"), what="an Event")
+
+
+def test_feed_and_sink_run_from_the_stockmodel_and_land_bars(
+    kube_cluster: KubeCluster,
+    namespace: str,
+    admin: Any,
+    operator: Operator,
+    kafka: Any,
+    tmp_path: Path,
+    eventually: Any,
+) -> None:
+    # The real `stockops feed` (replaying recorded bars) and `stockops sink` run as the
+    # StockModel's Deployments, against the real broker; the sink lands Parquet day objects
+    # in its storage path (`bars`, relative to its Pod folder) under the prefix `bars`.
+    model = stockmodel("demo")
+    model["spec"]["tickers"] = ["AMZN", "AXP"]
+    model["spec"]["source"] = {
+        "type": "replay",
+        "topic": f"bars.{namespace}",
+        "kafka": {"bootstrapServers": kafka.bootstrap},
+        "replay": {"path": str(ROOT / "tests" / "data" / "bars-2018-1min"), "speed": 600},
+    }
+    fake = FakeKubelet(
+        kubeconfig=kube_cluster.admin_kubeconfig(),
+        namespace=namespace,
+        work_dir=tmp_path / "pods",
+    )
+    with fake:
+        kube_cluster.apply(model, namespace=namespace)
+        eventually(
+            lambda: any(
+                c["type"] == "Ingesting" and c["status"] == "True"
+                for c in (get(admin, namespace, "stockmodels", "demo").get("status") or {}).get(
+                    "conditions", []
+                )
+            ),
+            timeout=120,
+            what="Ingesting=True",
+        )
+        landed = eventually(
+            lambda: sorted((tmp_path / "pods").glob("*/bars/bars/AMZN/2018/*/*.parquet")),
+            timeout=180,
+            what="AMZN day objects written by the sink",
+        )
+        assert landed[0].stat().st_size > 0
+
+        admin.call(
+            "DELETE",
+            f"{GROUP_PATH}/{namespace}/stockmodels/demo",
+            {"propagationPolicy": "Background"},
+        )
+        # The garbage collector deletes the Deployments; their processes stop with them.
+        eventually(lambda: not fake.deployments, timeout=120, what="feed and sink stopped")
+    assert fake.errors == []
