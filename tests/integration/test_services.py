@@ -27,7 +27,7 @@ from stockops_model.testing import Azurite, KafkaBroker, MlflowServer, running
 from stockops_model.testing.cache import install_once, is_installed
 from stockops_model.testing.kafka import new_cluster_id
 from stockops_model.testing.ports import is_accepting
-from stockops_model.testing.processes import ServiceProcess
+from stockops_model.testing.processes import LocalService, ServiceProcess, start_in_folder
 from stockops_model.testing.services import KUBE_MODULE, install_all
 
 # Guards against a hang, never a measure of speed.
@@ -321,3 +321,16 @@ def test_stop_reaches_every_process_of_the_service(tmp_path: Path) -> None:
     while not _is_gone(child):
         assert time.monotonic() < deadline, f"child {child} outlived its service"
         time.sleep(0.05)
+
+
+def test_a_service_whose_handle_cannot_be_made_leaves_no_temporary_folder() -> None:
+    folders: list[Path] = []
+
+    def create(folder: Path, remove: bool) -> LocalService:
+        folders.append(folder)
+        raise ServiceUnavailableError("`java` is not on PATH")
+
+    with pytest.raises(ServiceUnavailableError, match="java"):
+        start_in_folder(create, None, prefix="stockops-test-")
+    (folder,) = folders
+    assert not folder.exists()

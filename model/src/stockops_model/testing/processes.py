@@ -343,7 +343,13 @@ def start_in_folder(
     """
     remove = run_dir is None
     folder = Path(tempfile.mkdtemp(prefix=prefix)) if run_dir is None else run_dir
-    service = create(folder, remove)
+    try:
+        service = create(folder, remove)
+    except BaseException:
+        # No handle, so no close(): a missing Java or npm must not leave a folder behind.
+        if remove:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     try:
         service.launch()
         if not wait:
