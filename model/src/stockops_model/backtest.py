@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +33,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from stockops_model.errors import DataError
+from stockops_model.evaluate import finite_metrics
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +188,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="override spec.training.epochs")
 
 
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if math.isfinite(v)}
-
-
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -246,11 +242,11 @@ def run(args: argparse.Namespace) -> int:
         "folds": [
             {
                 **{k: v for k, v in r.items() if k != "metrics"},
-                "metrics": {n: _finite(m) for n, m in r["metrics"].items()},
+                "metrics": {n: finite_metrics(m) for n, m in r["metrics"].items()},
             }
             for r in outcome["folds"]
         ],
-        "pooled": {n: _finite(m) for n, m in outcome["pooled"].items()},
+        "pooled": {n: finite_metrics(m) for n, m in outcome["pooled"].items()},
     }
     print(json.dumps(summary, sort_keys=True, separators=(",", ":"), default=str))
     return 0

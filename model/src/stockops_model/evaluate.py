@@ -147,6 +147,15 @@ def diebold_mariano(
     return DMResult(float(statistic), p_value, mean, n)
 
 
+def finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The finite entries of a metric set, as floats: what MLflow and JSON can carry.
+
+    NaN (an undefined metric, e.g. directional accuracy when the price never moved, or the
+    DM test of the reference against itself) and infinities are left out.
+    """
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+
+
 def evaluate_forecasts(
     actual: ArrayLike,
     last_close: ArrayLike,

@@ -27,7 +27,6 @@ does not. Forecasts from windows that straddle an overnight gap are produced lik
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,8 +346,3 @@ def load_forecaster(path: str | Path) -> Forecaster:
             network=load_network(str(directory / NETWORK_FILE)),
         )
     raise DataError(f"{directory}: unknown forecaster kind {config['kind']!r}")
-
-
-def finite_or_none(value: float) -> float | None:
-    """A float for JSON and MLflow tags: None instead of NaN or infinity."""
-    return value if math.isfinite(value) else None

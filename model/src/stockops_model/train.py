@@ -29,7 +29,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from stockops_model.errors import DataError, ServiceUnavailableError
+from stockops_model.evaluate import finite_metrics
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -246,10 +246,6 @@ def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str
     return str(client.create_experiment(name, artifact_location=location))
 
 
-def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
-
-
 def log_training(result: TrainingResult, lineage: Mapping[str, Any]) -> None:
     """Test metrics, plots and lineage into the active run."""
     import mlflow
@@ -258,7 +254,7 @@ def log_training(result: TrainingResult, lineage: Mapping[str, Any]) -> None:
     from stockops_model.training import MODEL
 
     for name, metrics in result.metrics.items():
-        mlflow.log_metrics({f"test_{name}_{k}": v for k, v in _finite(metrics).items()})
+        mlflow.log_metrics({f"test_{name}_{k}": v for k, v in finite_metrics(metrics).items()})
     naive_rmse = result.metrics["naive"]["rmse"]
     if naive_rmse > 0:
         mlflow.log_metric("test_rmse_vs_naive", result.metrics[MODEL]["rmse"] / naive_rmse)
@@ -384,7 +380,7 @@ def train_and_register(
             task = progress.add_task("", total=params.epochs)
 
             def on_epoch(epoch: int, logs: Mapping[str, float]) -> None:
-                mlflow.log_metrics(_finite(logs), step=epoch)
+                mlflow.log_metrics(finite_metrics(logs), step=epoch)
                 progress.update(
                     task,
                     completed=epoch + 1,
@@ -401,7 +397,9 @@ def train_and_register(
             "data.end": data.lineage["end"],
             "data.rows": data.lineage["rows"],
             **{
-                f"test.{k}.{m}": f"{v:.8g}" for k in metrics for m, v in _finite(metrics[k]).items()
+                f"test.{k}.{m}": f"{v:.8g}"
+                for k in metrics
+                for m, v in finite_metrics(metrics[k]).items()
             },
         }
         info = registry.log_forecaster(
@@ -418,7 +416,7 @@ def train_and_register(
         "stockmodel": tags[TAG_STOCKMODEL],
         "run_id": run.info.run_id,
         "challenger_version": version,
-        "test": {k: _finite(v) for k, v in metrics.items()},
+        "test": {k: finite_metrics(v) for k, v in metrics.items()},
         "data": {k: data.lineage[k] for k in ("start", "end", "rows", "trading_days")},
     }
     if gate:

@@ -12,6 +12,7 @@ from stockops_model.evaluate import (
     diebold_mariano,
     directional_accuracy,
     evaluate_forecasts,
+    finite_metrics,
     mae,
     mase,
     rmse,
@@ -143,3 +144,12 @@ def test_evaluate_forecasts_refuses_mismatched_input() -> None:
         evaluate_forecasts(ACTUAL, LAST, {"short": FORECAST[:3]})
     with pytest.raises(ValueError, match="reference"):
         evaluate_forecasts(ACTUAL, LAST, {"model": FORECAST}, reference="nobody")
+
+
+def test_finite_metrics_drop_undefined_values_for_mlflow_and_json() -> None:
+    report = evaluate_forecasts(ACTUAL, LAST, {"model": FORECAST})
+    naive = finite_metrics(report["naive"])
+    # The reference has no DM test against itself: NaN, left out.
+    assert "dm_p_value" not in naive
+    assert naive["mase"] == 1.0
+    assert finite_metrics({"a": np.float64(2.0), "b": math.inf, "c": math.nan}) == {"a": 2.0}
