@@ -713,3 +713,81 @@ def test_feed_and_sink_run_from_the_stockmodel_and_land_bars(
         # The garbage collector deletes the Deployments; their processes stop with them.
         eventually(lambda: not fake.deployments, timeout=120, what="feed and sink stopped")
     assert fake.errors == []
+
+
+@pytest.mark.mlflow
+def test_retrain_from_landed_bars_records_the_gate_decision_and_launches_a_deploy(
+    kube_cluster: KubeCluster,
+    namespace: str,
+    admin: Any,
+    operator: Operator,
+    kafka: Any,
+    mlflow_server: Any,
+    tmp_path: Path,
+    eventually: Any,
+) -> None:
+    # feed -> Kafka -> sink -> store, then a real `stockops train` run started by hand: the
+    # naive forecast is registered as the first champion, a challenger is trained and
+    # gated, and the decision with its metrics beside the naive forecast's lands in status.
+    # The production version then differs from the serving one, so a deploy Job is launched.
+    store = tmp_path / "store"
+    model = stockmodel("demo")
+    model["spec"].update(
+        tickers=["AMZN", "AXP"],
+        source={
+            "type": "replay",
+            "topic": f"bars.{namespace}",
+            "kafka": {"bootstrapServers": kafka.bootstrap},
+            "replay": {"path": str(ROOT / "tests" / "data" / "bars-2018-1min"), "speed": 0},
+        },
+        storage={"path": str(store)},
+        training={"epochs": 2, "batchSize": 256},
+        mlflow={"trackingUri": mlflow_server.tracking_uri, "modelName": f"fc-{namespace}"},
+    )
+    fake = FakeKubelet(
+        kubeconfig=kube_cluster.admin_kubeconfig(), namespace=namespace, work_dir=tmp_path / "pods"
+    )
+    with fake:
+        kube_cluster.apply(model, namespace=namespace)
+        for ticker in ("AMZN", "AXP"):
+            eventually(
+                lambda t=ticker: len(list(store.glob(f"bars/{t}/2018/*/*.parquet"))) >= 3,
+                timeout=300,
+                what=f"{ticker} bars landed",
+            )
+        manifest = schedule("nightly", "demo", schedule="0 3 * * *", activeDeadlineSeconds=1800)
+        manifest["metadata"]["annotations"] = {"stockops.io/run-now": "first"}
+        kube_cluster.apply(manifest, namespace=namespace)
+
+        def last_run() -> dict[str, Any] | None:
+            status = get(admin, namespace, "retrainschedules", "nightly").get("status") or {}
+            return status.get("lastRun")
+
+        run = eventually(last_run, timeout=900, what="the train run recorded")
+        assert run["outcome"] == "Succeeded", run
+        assert run["decision"] in ("promoted", "kept")
+        assert set(run["metrics"]) >= {"model", "naive"}
+        assert float(run["metrics"]["naive"]["rmse"]) > 0
+        assert float(run["metrics"]["model"]["rmse"]) > 0
+
+        status = eventually(
+            lambda: (
+                (s := get(admin, namespace, "stockmodels", "demo")["status"]).get(
+                    "productionVersion"
+                )
+                and s.get("lastTraining")
+                and s
+            ),
+            timeout=120,
+            what="the StockModel's production version and last training",
+        )
+        assert status["lastTraining"]["decision"] == run["decision"]
+        assert status["lastTraining"]["challengerVersion"]
+        production = status["productionVersion"]
+        deploy = eventually(
+            lambda: jobs(admin, namespace, "app.kubernetes.io/component=deploy"),
+            timeout=120,
+            what="a deploy Job",
+        )
+        assert deploy[0]["metadata"]["annotations"]["stockops.io/model-version"] == production
+    assert fake.errors == []
