@@ -97,6 +97,27 @@ def test_minimum_history_gives_the_full_history_forecast(
     np.testing.assert_allclose(short["forecast_close"], full["forecast_close"], rtol=1e-4)
 
 
+def test_forecasts_from_raw_bars_equal_the_training_windows_forecasts(
+    forecaster: NetworkForecaster, bars: pd.DataFrame
+) -> None:
+    # The pyfunc's preprocessing (raw bars in) and training's (prepare_dataset) must give
+    # the same network input for the same origin, or serving would see other features.
+    served = forecaster.predict(bars, origins="all")
+    dataset = prepare_dataset(bars, forecaster.inputs)
+    trained = pd.DataFrame(
+        {
+            "symbol": dataset.symbol.astype(str),
+            "ts": pd.to_datetime(dataset.end_ts).tz_localize("UTC"),
+            "training": forecaster.forecast_windows(dataset.X, dataset.last_close),
+        }
+    )
+    joined = served.merge(trained, on=["symbol", "ts"])
+    # Every training sample's origin is served (the rest lack a target, e.g. session ends).
+    assert len(joined) == len(dataset)
+    # Equal up to float32 rounding of the network, which varies with how windows are batched.
+    np.testing.assert_allclose(joined["forecast_close"], joined["training"], rtol=1e-9)
+
+
 def test_save_and_load_round_trip(
     forecaster: NetworkForecaster, bars: pd.DataFrame, tmp_path: Path
 ) -> None:
