@@ -47,22 +47,40 @@ def _safe_scale(
     return np.where(constant | (spread == 0), 1.0, spread)
 
 
+class _Affine:
+    """(x - offset) / scale per feature, and the inverse: what both scalers apply."""
+
+    scale: npt.NDArray[np.float64]
+
+    @property
+    def offset(self) -> npt.NDArray[np.float64]:
+        raise NotImplementedError
+
+    def transform(self, x: FloatArray) -> npt.NDArray[np.float32]:
+        """Scaled copy of `x` (..., F), as float32 (the network's dtype)."""
+        self._check(x)
+        return ((np.asarray(x, dtype=np.float64) - self.offset) / self.scale).astype(np.float32)
+
+    def inverse_transform(self, z: FloatArray) -> npt.NDArray[np.float64]:
+        """Unscaled copy of `z` (..., F), as float64."""
+        self._check(z)
+        return np.asarray(z, dtype=np.float64) * self.scale + self.offset
+
+    def _check(self, x: FloatArray) -> None:
+        if np.shape(x)[-1] != self.offset.shape[0]:
+            raise ValueError(f"expected {self.offset.shape[0]} features, got {np.shape(x)[-1]}")
+
+
 @dataclass(frozen=True)
-class StandardScaler:
+class StandardScaler(_Affine):
     """(x - mean) / scale per feature; `scale` is the population std (1 where it is 0)."""
 
     mean: npt.NDArray[np.float64]
     scale: npt.NDArray[np.float64]
 
-    def transform(self, x: FloatArray) -> npt.NDArray[np.float32]:
-        """Scaled copy of `x` (..., F), as float32 (the network's dtype)."""
-        self._check(x)
-        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale).astype(np.float32)
-
-    def inverse_transform(self, z: FloatArray) -> npt.NDArray[np.float64]:
-        """Unscaled copy of `z` (..., F), as float64."""
-        self._check(z)
-        return np.asarray(z, dtype=np.float64) * self.scale + self.mean
+    @property
+    def offset(self) -> npt.NDArray[np.float64]:
+        return self.mean
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form; `from_dict` restores it exactly (floats round-trip)."""
@@ -74,27 +92,20 @@ class StandardScaler:
             raise ValueError(f"not a standard scaler: kind {data.get('kind')!r}")
         return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["scale"]))
 
-    def _check(self, x: FloatArray) -> None:
-        if np.shape(x)[-1] != self.mean.shape[0]:
-            raise ValueError(f"expected {self.mean.shape[0]} features, got {np.shape(x)[-1]}")
-
 
 @dataclass(frozen=True)
-class MinMaxScaler:
-    """(x - min) / (max - min) per feature, mapping the fitted range to [0, 1]."""
+class MinMaxScaler(_Affine):
+    """(x - min) / (max - min) per feature, mapping the fitted range to [0, 1].
+
+    Values outside the fitted range map outside [0, 1].
+    """
 
     minimum: npt.NDArray[np.float64]
     scale: npt.NDArray[np.float64]
 
-    def transform(self, x: FloatArray) -> npt.NDArray[np.float32]:
-        """Scaled copy of `x` (..., F), as float32; outside the fitted range -> outside [0, 1]."""
-        self._check(x)
-        return ((np.asarray(x, dtype=np.float64) - self.minimum) / self.scale).astype(np.float32)
-
-    def inverse_transform(self, z: FloatArray) -> npt.NDArray[np.float64]:
-        """Unscaled copy of `z` (..., F), as float64."""
-        self._check(z)
-        return np.asarray(z, dtype=np.float64) * self.scale + self.minimum
+    @property
+    def offset(self) -> npt.NDArray[np.float64]:
+        return self.minimum
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form; `from_dict` restores it exactly."""
@@ -105,10 +116,6 @@ class MinMaxScaler:
         if data.get("kind") != "minmax":
             raise ValueError(f"not a min-max scaler: kind {data.get('kind')!r}")
         return cls(np.asarray(data["minimum"], dtype=np.float64), np.asarray(data["scale"]))
-
-    def _check(self, x: FloatArray) -> None:
-        if np.shape(x)[-1] != self.minimum.shape[0]:
-            raise ValueError(f"expected {self.minimum.shape[0]} features, got {np.shape(x)[-1]}")
 
 
 Scaler = StandardScaler | MinMaxScaler
