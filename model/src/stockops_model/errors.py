@@ -71,6 +71,6 @@ class RolloutError(StockopsError):
 
 
 class SettingsError(StockopsError):
-    """A STOCKOPS_* environment variable or command-line setting is invalid; the message names it."""
+    """A STOCKOPS_* environment variable or a flag is invalid; the message names it."""
 
     exit_code = ExitCode.INVALID_SPEC

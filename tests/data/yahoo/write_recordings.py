@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from stockops_model.loaders import load_bars
 
 HERE = Path(__file__).parent
