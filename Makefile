@@ -20,7 +20,9 @@ up: sync
 ## Install what is missing (Python packages, Kafka, Azurite, MLflow, kube-apiserver, helm), start the services, run every test.
 test: sync services
 	$(UV) run ruff check .
+	$(UV) run ruff format --check .
 	$(UV) run mypy
+	$(UV) run lint-imports
 	$(UV) run pytest $(PYTEST_ARGS)
 
 ## Download and build every service the tests use into the cache (idempotent).
@@ -30,6 +32,7 @@ services: sync
 lint: sync
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+	$(UV) run lint-imports
 
 typecheck: sync
 	$(UV) run mypy
