@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import io
 import logging
 import pickle
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +32,7 @@ import pandas as pd
 from stockops_model.bars import BAR_COLUMNS, normalise_frame
 from stockops_model.loaders import load_bars
 from stockops_model.store import BlobCredentials, open_store
-from stockops_model.testing.azurite import Azurite, install_azurite
+from stockops_model.testing.services import running
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bars-2018-1min"
 SYMBOLS = ["AMZN", "AXP"]
@@ -43,27 +40,6 @@ DAYS = 90
 UPLOAD_CONCURRENCY = 64
 
 log = logging.getLogger("bench.blob_layout")
-
-
-@contextlib.contextmanager
-def azurite_in_memory() -> Iterator[Azurite]:
-    """The test harness's Azurite, started with ``--inMemoryPersistence``.
-
-    With its default on-disk metadata database Azurite re-saves the whole database as the
-    blob count grows, and 70,000 tiny blobs slowed it from ~120 to ~10 uploads a second
-    here. Keeping everything in memory makes it faster for both layouts; it can only make
-    the original layout look better, so the speedup stays conservative.
-    """
-    folder = Path(tempfile.mkdtemp(prefix="stockops-bench-azurite-"))
-    emulator = Azurite(install_azurite(), folder, remove_run_dir=True)
-    argv = emulator.process.argv
-    at = argv.index("--location")  # Azurite refuses --location with in-memory persistence
-    argv[at : at + 2] = ["--inMemoryPersistence"]
-    try:
-        emulator.start()
-        yield emulator
-    finally:
-        emulator.close()
 
 
 def tiled_bars(days: int) -> pd.DataFrame:
@@ -112,7 +88,7 @@ def read_original(conn: str, container: str) -> pd.DataFrame:
     """What the original retraining DAG did: list, then download and unpickle blob by blob."""
     from azure.storage.blob import ContainerClient
 
-    frames = []
+    frames: list[pd.DataFrame] = []
     with ContainerClient.from_connection_string(conn, container) as client:
         for symbol in SYMBOLS:
             for blob in client.list_blobs(name_starts_with=f"{symbol}/"):
@@ -143,7 +119,12 @@ def main() -> None:
     n_days = bars["ts"].dt.tz_convert("America/New_York").dt.date.nunique()
     print(f"bars: {len(bars)} ({len(SYMBOLS)} tickers x {n_days} trading days)")
 
-    with azurite_in_memory() as azurite:
+    # In memory: with its on-disk metadata database Azurite re-saves the whole database as
+    # the blob count grows, and 70,000 tiny blobs slowed it from ~120 to ~10 uploads a
+    # second here. Memory is faster for both layouts; it can only make the original layout
+    # look better, so the speedup stays conservative.
+    with running(kafka=False, azurite=True, azurite_in_memory=True) as services:
+        azurite = services.azurite
         conn = azurite.connection_string
 
         t0 = time.perf_counter()

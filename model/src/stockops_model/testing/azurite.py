@@ -6,8 +6,13 @@ run as `node .../azurite-blob --blobHost 127.0.0.1 --blobPort N --location DIR
 SDK, whose API version is newer than the emulator's, through). The account is Azurite's
 well-known development account, `devstoreaccount1`, whose key is public in Azurite's docs.
 
+`in_memory=True` swaps `--location DIR` for `--inMemoryPersistence` (Azurite refuses both
+at once): with its default on-disk metadata database Azurite re-saves the whole database as
+the blob count grows, which slows tens of thousands of small blobs down several-fold.
+
 Limits: blob service only (no queues or tables); 3.35.0 is the last release that supports
-Node 20 (3.36+ declare Node >= 22); data lives in a temporary folder and dies with the handle.
+Node 20 (3.36+ declare Node >= 22); data lives in a temporary folder (or, in memory, in the
+process) and dies with the handle.
 """
 
 from __future__ import annotations
@@ -80,13 +85,26 @@ class Azurite(LocalService):
     ready_timeout = READY_TIMEOUT
     stop_timeout = 15.0
 
-    def __init__(self, script: Path, run_dir: Path, *, remove_run_dir: bool = False) -> None:
+    def __init__(
+        self,
+        script: Path,
+        run_dir: Path,
+        *,
+        remove_run_dir: bool = False,
+        in_memory: bool = False,
+    ) -> None:
         self.run_dir = run_dir
         self.port = pick_free_port()
-        self.location = run_dir / "data"
+        # Where blobs and metadata live on disk; None when they live in Azurite's memory.
+        self.location: Path | None = None if in_memory else run_dir / "data"
         self.log_path = run_dir / "azurite.log"
         self._remove_run_dir = remove_run_dir
-        self.location.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if self.location is None:
+            persistence = ["--inMemoryPersistence"]
+        else:
+            self.location.mkdir(parents=True, exist_ok=True)
+            persistence = ["--location", str(self.location)]
         self.process = ServiceProcess(
             "azurite",
             [
@@ -96,8 +114,7 @@ class Azurite(LocalService):
                 LOOPBACK,
                 "--blobPort",
                 str(self.port),
-                "--location",
-                str(self.location),
+                *persistence,
                 "--disableTelemetry",
                 "--skipApiVersionCheck",
             ],
@@ -149,6 +166,7 @@ def start_azurite(
     cache: Path | None = None,
     timeout: float = READY_TIMEOUT,
     wait: bool = True,
+    in_memory: bool = False,
 ) -> Azurite:
     """Install if needed, then start a fresh, empty Azurite and wait until it answers.
 
@@ -159,10 +177,12 @@ def start_azurite(
         timeout: seconds to wait for it to answer.
         wait: False returns as soon as the process is launched; then call
             `wait_until_ready()` (and `close()` if that fails) yourself.
+        in_memory: keep blobs in Azurite's memory (`--inMemoryPersistence`) instead of
+            under `run_dir`; much faster with tens of thousands of blobs.
     """
     script = install_azurite(cache)
     return start_in_folder(
-        lambda folder, remove: Azurite(script, folder, remove_run_dir=remove),
+        lambda folder, remove: Azurite(script, folder, remove_run_dir=remove, in_memory=in_memory),
         run_dir,
         prefix="stockops-azurite-",
         timeout=timeout,

@@ -86,6 +86,7 @@ def running(
     mlflow: bool = False,
     cache: Path | None = None,
     run_dir: Path | None = None,
+    azurite_in_memory: bool = False,
 ) -> Iterator[Services]:
     """Start the services asked for, yield their handles, stop them all on exit.
 
@@ -94,6 +95,7 @@ def running(
         cache: the install cache (default: `cache_dir()`); missing installs happen first.
         run_dir: a folder to keep each service's data and log in (`<run_dir>/<name>`); None:
             temporary folders, deleted on exit.
+        azurite_in_memory: Azurite keeps its blobs in memory (see `start_azurite`).
 
     Raises:
         ServiceUnavailableError: a service could not be installed or did not come up; the
@@ -109,7 +111,9 @@ def running(
             broker = start_kafka(folder("kafka"), cache=cache, wait=False)
             stack.callback(broker.close)
         if azurite:
-            emulator = start_azurite(folder("azurite"), cache=cache, wait=False)
+            emulator = start_azurite(
+                folder("azurite"), cache=cache, wait=False, in_memory=azurite_in_memory
+            )
             stack.callback(emulator.close)
         if mlflow:
             server = start_mlflow_server(folder("mlflow"), cache=cache, wait=False)
