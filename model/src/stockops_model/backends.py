@@ -364,7 +364,9 @@ def connect_backend(
 ) -> ObjectBackend:
     """The backend a location names (no I/O yet)."""
     if location.scheme == "file":
-        assert location.root is not None
+        if location.root is None:
+            # Only a hand-built StoreLocation can lack it; `parse` always sets it.
+            raise StoreError(f"store location {location!r} has scheme file but no root path")
         return FileBackend(location.root)
     creds = credentials or BlobCredentials()
     return BlobBackend.connect(

@@ -392,7 +392,12 @@ def run(args: argparse.Namespace) -> int:
         connection_string=args.connection_string,
         account_url=args.account_url,
     )
-    assert topic is not None
+    if not topic:
+        # _load_spec already insists on a spec when --topic is missing; this keeps the
+        # promise under `python -O` too, where an assert would vanish.
+        from stockops_model.errors import SpecError
+
+        raise SpecError("no topic to consume: pass --topic or set spec.source.topic")
     config = SinkConfig(
         topic=topic,
         group=args.group or settings.sink_group,

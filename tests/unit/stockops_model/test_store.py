@@ -19,6 +19,7 @@ from stockops_model.store import (
     FileBackend,
     PreconditionFailedError,
     StoreLocation,
+    connect_backend,
     day_object_name,
     decode_day,
     encode_day,
@@ -198,6 +199,12 @@ def test_store_urls_parse_or_fail_clearly() -> None:
     for bad in ("s3://bucket/x", "file://relative/path", "azblob:///nocontainer"):
         with pytest.raises(StoreError):
             StoreLocation.parse(bad)
+
+
+def test_a_file_location_without_a_root_is_a_store_error_not_an_assert() -> None:
+    # A hand-built location (parse always sets root); an assert would vanish under -O.
+    with pytest.raises(StoreError, match="no root path"):
+        connect_backend(StoreLocation(scheme="file"))
 
 
 def test_read_bars_is_usable_from_synchronous_code(tmp_path: Path, source: pd.DataFrame) -> None:
