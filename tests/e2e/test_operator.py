@@ -791,3 +791,37 @@ def test_retrain_from_landed_bars_records_the_gate_decision_and_launches_a_deplo
         )
         assert deploy[0]["metadata"]["annotations"]["stockops.io/model-version"] == production
     assert fake.errors == []
+
+
+def test_two_replicas_in_one_peering_never_both_act(
+    namespace: str,
+    admin: Any,
+    operator_kubeconfig: Path,
+    kubelet: Any,
+    kube_cluster: KubeCluster,
+    tmp_path: Path,
+    eventually: Any,
+) -> None:
+    replicas = [
+        Operator(operator_kubeconfig, namespace, tmp_path / f"replica-{i}.log") for i in (0, 1)
+    ]
+    for replica in replicas:
+        replica.start()
+    try:
+        paused = eventually(
+            lambda: [r for r in replicas if "Pausing operations in favour of" in r.log()],
+            timeout=120,
+            what="one replica pausing in favour of the other",
+        )
+        (standby,) = paused
+        (active,) = [r for r in replicas if r is not standby]
+        manifest = schedule("nightly", "demo", schedule="0 3 * * *")
+        manifest["metadata"]["annotations"] = {"stockops.io/run-now": "one"}
+        kube_cluster.apply([stockmodel("demo"), manifest], namespace=namespace)
+        eventually(lambda: len(job_names(admin, namespace)) == 1, what="the run-now Job")
+        eventually(lambda: "created train Job" in active.log(), what="the active replica acting")
+        assert "created train Job" not in standby.log()
+        assert "Handler" not in standby.log()
+    finally:
+        for replica in replicas:
+            replica.stop()

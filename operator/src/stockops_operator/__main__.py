@@ -1,10 +1,14 @@
 """`python -m stockops_operator`: run the operator with the settings' namespace and peering.
 
 Logs are JSON lines unless `STOCKOPS_LOG_JSON=false`. With `STOCKOPS_PEERING_NAME` set (the
-default), the peering is mandatory: of several replicas only one acts at a time.
+default), the peering is mandatory: of several replicas only the one with the highest
+priority (random unless `STOCKOPS_PEERING_PRIORITY` is set) acts; the others pause until its
+peering record expires.
 """
 
 from __future__ import annotations
+
+import secrets
 
 import kopf
 
@@ -19,9 +23,12 @@ def run() -> None:
         log_format=kopf.LogFormat.JSON if settings.log_json else kopf.LogFormat.FULL,
     )
     assert handlers.SETTINGS is not None  # importing registers the handlers
+    # Equal priorities would pause every replica; a random one lets the highest act alone.
+    priority = settings.peering_priority or 1 + secrets.randbelow(2**31 - 2)
     kopf.run(
         standalone=not settings.peering_name,
         peering_name=settings.peering_name or None,
+        priority=priority,
         clusterwide=not settings.namespace,
         namespaces=[settings.namespace] if settings.namespace else (),
         liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz"

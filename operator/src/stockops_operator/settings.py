@@ -52,6 +52,9 @@ class Settings:
         namespace: watch only this namespace; empty for every namespace.
         peering_name: kopf peering object; two operators in one peering never both act.
             Empty runs standalone (tests, local development).
+        peering_priority: this replica's kopf peering priority; 0 draws a random one at start,
+            so of several replicas exactly one (the highest) acts. kopf pauses ALL operators
+            of equal priority, so replicas must not share one.
         metrics_port: port of the Prometheus `/metrics` endpoint; 0 turns it off.
         liveness_port: port of kopf's `/healthz` (python -m stockops_operator); 0 turns it off.
         log_json: log one JSON object per line (containers) rather than text.
@@ -75,6 +78,7 @@ class Settings:
     mlflow_timeout_seconds: float = 10.0
     namespace: str = ""
     peering_name: str = "stockops"
+    peering_priority: int = 0
     metrics_port: int = 9090
     liveness_port: int = 8080
     log_json: bool = True
