@@ -60,6 +60,8 @@ from stockops_model.errors import (
 from stockops_model.messages import decode_bar
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from stockops_model.bus import Bus, Publisher, Record, Subscription
     from stockops_model.spec import StockModel
     from stockops_model.store import BarStore
@@ -237,18 +239,16 @@ class Sink:
     async def _process(
         self, records: list[Record], sub: Subscription, dlq: Publisher, stop: asyncio.Event
     ) -> None:
-        from stockops_model.bars import bars_to_frame
-
         started = time.monotonic()
-        bars: list[Bar] = []
+        decoded: list[tuple[Record, Bar]] = []
         rejected: list[tuple[Record, str]] = []
         for rec in records:
             try:
-                bars.append(decode_bar(rec.value))
+                decoded.append((rec, decode_bar(rec.value)))
             except BarValidationError as exc:
                 rejected.append((rec, str(exc)))
+        frame, bars = _storable(decoded, rejected)
         if bars:
-            frame = bars_to_frame(bars)
             results = await self._retry(
                 "write bars to the store", lambda: self.store.write(frame), stop
             )
@@ -333,6 +333,34 @@ class Sink:
                 log.warning("cannot %s (%s); retrying in %.1fs", what, exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 10.0)
+
+
+def _storable(
+    decoded: list[tuple[Record, Bar]], rejected: list[tuple[Record, str]]
+) -> tuple[pd.DataFrame, list[Bar]]:
+    """The batch's bars as a validated frame; bars the frame cannot hold join `rejected`.
+
+    A bar can pass the message schema and still fail as a frame row: a timestamp outside
+    pandas' nanosecond range (years before 1677 or after 2262) is a valid datetime. Raising
+    here would leave the batch uncommitted and every restart would die on it, so such
+    bars are found one by one and dead-lettered like any malformed message.
+    """
+    from stockops_model.bars import bars_to_frame, validate_frame
+
+    bars = [bar for _, bar in decoded]
+    try:
+        return validate_frame(bars_to_frame(bars)), bars
+    except BarValidationError:
+        pass
+    kept: list[Bar] = []
+    for rec, bar in decoded:
+        try:
+            validate_frame(bars_to_frame([bar]))
+        except BarValidationError as exc:
+            rejected.append((rec, str(exc)))
+        else:
+            kept.append(bar)
+    return validate_frame(bars_to_frame(kept)), kept
 
 
 def _failpoint(name: str) -> int | None:
