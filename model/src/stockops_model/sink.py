@@ -340,27 +340,29 @@ def _storable(
 ) -> tuple[pd.DataFrame, list[Bar]]:
     """The batch's bars as a validated frame; bars the frame cannot hold join `rejected`.
 
-    A bar can pass the message schema and still fail as a frame row: a timestamp outside
-    pandas' nanosecond range (years before 1677 or after 2262) is a valid datetime. Raising
-    here would leave the batch uncommitted and every restart would die on it, so such
-    bars are found one by one and dead-lettered like any malformed message.
+    A bar can pass the message schema and still be refused by the store: a timestamp
+    outside pandas' nanosecond range (years before 1677 or after 2262), or one whose
+    US/Eastern day is, is a valid datetime. Raising would leave the batch uncommitted
+    and every restart would die on it, so such bars are found one by one and
+    dead-lettered like any malformed message.
     """
-    from stockops_model.bars import bars_to_frame, validate_frame
+    from stockops_model.bars import bars_to_frame
+    from stockops_model.store import validate_storable
 
     bars = [bar for _, bar in decoded]
     try:
-        return validate_frame(bars_to_frame(bars)), bars
+        return validate_storable(bars_to_frame(bars)), bars
     except BarValidationError:
         pass
     kept: list[Bar] = []
     for rec, bar in decoded:
         try:
-            validate_frame(bars_to_frame([bar]))
+            validate_storable(bars_to_frame([bar]))
         except BarValidationError as exc:
             rejected.append((rec, str(exc)))
         else:
             kept.append(bar)
-    return validate_frame(bars_to_frame(kept)), kept
+    return validate_storable(bars_to_frame(kept)), kept
 
 
 def _failpoint(name: str) -> int | None:

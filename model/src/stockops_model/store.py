@@ -65,7 +65,7 @@ from stockops_model.bars import (
     normalise_frame,
     validate_frame,
 )
-from stockops_model.errors import StoreError
+from stockops_model.errors import BarValidationError, StoreError
 
 # The object backends and store locations now live in `stockops_model.backends`; they
 # are listed here too so existing `from stockops_model.store import ...` keeps working.
@@ -100,6 +100,7 @@ __all__ = [
     "parse_day_object_name",
     "read_bars",
     "trading_day",
+    "validate_storable",
 ]
 
 log = logging.getLogger(__name__)
@@ -290,11 +291,10 @@ class BarStore:
         if frame.empty:
             return []
         frame = validate_frame(normalise_frame(frame))
+        day_codes, day_dates = _factorize_days(frame["ts"])
         table = frame_to_table(frame)
         symbols, symbol_index = pd.factorize(frame["symbol"])
-        day_codes, day_index = pd.factorize(frame["ts"].dt.tz_convert(MARKET_TZ).dt.normalize())
         symbol_names = [str(s) for s in symbol_index]
-        day_dates = [pd.Timestamp(d).date() for d in day_index]
         key = symbols.astype(np.int64) * (len(day_dates) + 1) + day_codes
         order = np.argsort(key, kind="stable")
         groups = np.split(order, np.flatnonzero(np.diff(key[order])) + 1)
@@ -459,6 +459,33 @@ class BarStore:
         """
         frame, _ = await self.read_with_lineage(symbols, start, end)
         return frame
+
+
+def validate_storable(frame: pd.DataFrame) -> pd.DataFrame:
+    """`validate_frame` plus what filing needs: every bar's US/Eastern trading day.
+
+    Lets a caller (the sink) find the bars `BarStore.write` would refuse before writing.
+
+    Returns:
+        The canonical, validated frame.
+
+    Raises:
+        BarValidationError: a bar breaks the schema or cannot be filed by day.
+    """
+    frame = validate_frame(normalise_frame(frame))
+    _factorize_days(frame["ts"])
+    return frame
+
+
+def _factorize_days(ts: pd.Series) -> tuple[npt.NDArray[np.intp], list[date]]:
+    """Codes of each bar's US/Eastern day, and the days they index."""
+    try:
+        codes, days = pd.factorize(ts.dt.tz_convert(MARKET_TZ).dt.normalize())
+    except pd.errors.OutOfBoundsDatetime as exc:
+        # A bar in the first hours of pandas' range (1677-09-21 UTC) has a local day
+        # pandas cannot represent; the schema accepts it, the store cannot name it.
+        raise BarValidationError(f"ts: cannot be filed by US/Eastern day: {exc}") from None
+    return codes, [pd.Timestamp(d).date() for d in days]
 
 
 def _check_symbols(symbols: Iterable[str]) -> list[str]:

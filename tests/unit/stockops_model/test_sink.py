@@ -127,23 +127,28 @@ async def test_a_bar_valid_as_a_message_but_not_storable_is_dead_lettered_not_a_
 ) -> None:
     # 2300 is a valid datetime, so decode_bar accepts it, but it lies outside pandas'
     # nanosecond range (1677-2262): the batch's frame cannot hold it. Before, that raised
-    # out of the batch uncommitted, so every restart died on the same batch.
+    # out of the batch uncommitted, so every restart died on the same batch. Likewise
+    # 1677-09-21T00:13Z: inside that range, but its US/Eastern day is not, so the store
+    # cannot name its day object.
     bus = MemoryBus(partitions=1)
     good = source.iloc[:300]
-    far = json.loads(encode_bar(frame_to_bars(source.iloc[:1])[0]))
-    far["ts"] = "2300-01-03T14:30:00Z"
-    far_value = json.dumps(far).encode()
-    decode_bar(far_value)  # the message schema really does accept it
+    template = json.loads(encode_bar(frame_to_bars(source.iloc[:1])[0]))
+    unstorable = [
+        json.dumps({**template, "ts": ts}).encode()
+        for ts in ("2300-01-03T14:30:00Z", "1677-09-21T00:13:00Z")
+    ]
+    for value in unstorable:
+        decode_bar(value)  # the message schema really does accept it
     for i, bar in enumerate(frame_to_bars(good)):
         bus.append(TOPIC, encode_bar(bar), bar.symbol.encode())
-        if i == 150:
-            bus.append(TOPIC, far_value, b"AMZN")
+        if i in (150, 160):
+            bus.append(TOPIC, unstorable[(150, 160).index(i)], b"AMZN")
     sink = await drain(bus, tmp_path, batch_max=128)
     pd.testing.assert_frame_equal(await stored(tmp_path), normalise_frame(good))
     dead = bus.records(dlq_topic(TOPIC))
-    assert [r.value for r in dead] == [far_value]
-    assert dict(dead[0].headers)[REASON_HEADER].decode().startswith("ts: ")
-    assert sink.stats.dead_lettered == 1
+    assert [r.value for r in dead] == unstorable
+    assert all(dict(r.headers)[REASON_HEADER].decode().startswith("ts: ") for r in dead)
+    assert sink.stats.dead_lettered == len(unstorable)
     assert sink.stats.bars == len(good)
     committed = bus.committed(TOPIC, "stockops-sink")
     assert sum(committed.values()) == len(bus.records(TOPIC))

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stockops_model.bars import normalise_frame
-from stockops_model.errors import StoreError
+from stockops_model.errors import BarValidationError, StoreError
 from stockops_model.loaders import load_bars
 from stockops_model.store import (
     BarStore,
@@ -27,6 +27,7 @@ from stockops_model.store import (
     parse_day_object_name,
     read_bars,
     trading_day,
+    validate_storable,
 )
 
 DATA = Path(__file__).parents[2] / "data" / "bars-2018-1min"
@@ -205,6 +206,20 @@ def test_a_file_location_without_a_root_is_a_store_error_not_an_assert() -> None
     # A hand-built location (parse always sets root); an assert would vanish under -O.
     with pytest.raises(StoreError, match="no root path"):
         connect_backend(StoreLocation(scheme="file"))
+
+
+async def test_a_bar_too_early_to_file_by_eastern_day_is_a_validation_error(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    # 00:13 UTC on 1677-09-21 is inside pandas' range, but its US/Eastern day is not:
+    # the store cannot name its day object and must say so as invalid data.
+    frame = source.iloc[:2].copy()
+    frame.loc[frame.index[0], "ts"] = pd.Timestamp("1677-09-21T00:13:00Z")
+    with pytest.raises(BarValidationError, match="ts: "):
+        validate_storable(frame)
+    with pytest.raises(BarValidationError, match="ts: "):
+        await store_on(tmp_path).write(frame)
+    assert validate_storable(source).equals(source)
 
 
 def test_read_bars_is_usable_from_synchronous_code(tmp_path: Path, source: pd.DataFrame) -> None:
