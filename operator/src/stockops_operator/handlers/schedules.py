@@ -13,7 +13,6 @@ Called on create/update (a run-now annotation starts a run at once) and by a tim
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -29,8 +28,9 @@ from stockops_model.spec import (
     describe_spec_error,
 )
 from stockops_operator import appliers, builders, metrics, plans, status
+from stockops_operator.handlers.outcomes import reconciling
 from stockops_operator.handlers.stockmodels import record_training
-from stockops_operator.kubeapi import RETRAINSCHEDULES, STOCKMODELS, KubeApiError
+from stockops_operator.kubeapi import RETRAINSCHEDULES, STOCKMODELS
 from stockops_operator.runtime import Runtime
 from stockops_operator.schedules import build_timing, parse_time
 
@@ -49,22 +49,8 @@ async def reconcile(body: kopf.Body, rt: Runtime, logger: Logger, *, event: bool
     ):
         metrics.RECONCILES.labels(KIND, "idle").inc()
         return
-    started = time.monotonic()
-    async with rt.lock(meta["uid"]):
-        try:
-            await _reconcile(body, rt, logger, event=event)
-        except kopf.PermanentError:
-            metrics.RECONCILES.labels(KIND, "invalid").inc()
-            raise
-        except KubeApiError as exc:
-            metrics.RECONCILES.labels(KIND, "retry" if exc.retryable else "error").inc()
-            if exc.retryable:
-                raise kopf.TemporaryError(str(exc), delay=10) from exc
-            raise kopf.PermanentError(str(exc)) from exc
-        else:
-            metrics.RECONCILES.labels(KIND, "ok").inc()
-        finally:
-            metrics.RECONCILE_SECONDS.labels(KIND).observe(time.monotonic() - started)
+    async with reconciling(KIND, rt, meta["uid"]):
+        await _reconcile(body, rt, logger, event=event)
 
 
 async def _invalid(

@@ -13,7 +13,6 @@ trouble raises `kopf.TemporaryError` with a delay.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,8 @@ from pydantic import ValidationError
 
 from stockops_model.spec import StockModelSpec, describe_spec_error
 from stockops_operator import appliers, builders, metrics, plans, registry
-from stockops_operator.kubeapi import STOCKMODELS, KubeApiError
+from stockops_operator.handlers.outcomes import reconciling
+from stockops_operator.kubeapi import STOCKMODELS
 from stockops_operator.runtime import Runtime
 from stockops_operator.schedules import deploy_job_name
 
@@ -38,23 +38,8 @@ async def reconcile(
     event: bool,
 ) -> None:
     """Bring one StockModel's owned objects and status in line with its spec and MLflow."""
-    started = time.monotonic()
-    meta = body["metadata"]
-    async with rt.lock(meta["uid"]):
-        try:
-            await _reconcile(body, rt, logger, event=event)
-        except kopf.PermanentError:
-            metrics.RECONCILES.labels(KIND, "invalid").inc()
-            raise
-        except KubeApiError as exc:
-            metrics.RECONCILES.labels(KIND, "retry" if exc.retryable else "error").inc()
-            if exc.retryable:
-                raise kopf.TemporaryError(str(exc), delay=10) from exc
-            raise kopf.PermanentError(str(exc)) from exc
-        else:
-            metrics.RECONCILES.labels(KIND, "ok").inc()
-        finally:
-            metrics.RECONCILE_SECONDS.labels(KIND).observe(time.monotonic() - started)
+    async with reconciling(KIND, rt, body["metadata"]["uid"]):
+        await _reconcile(body, rt, logger, event=event)
 
 
 async def _reconcile(
