@@ -802,19 +802,27 @@ def test_two_replicas_in_one_peering_never_both_act(
     tmp_path: Path,
     eventually: Any,
 ) -> None:
-    replicas = [
-        Operator(operator_kubeconfig, namespace, tmp_path / f"replica-{i}.log") for i in (0, 1)
-    ]
-    for replica in replicas:
-        replica.start()
+    # Fixed priorities make the roles known in advance: the low one starts alone and acts,
+    # then must pause as soon as the high one joins the peering. (A replica that starts
+    # while a higher one is already there stays paused from the start and logs nothing.)
+    standby = Operator(operator_kubeconfig, namespace, tmp_path / "replica-low.log")
+    standby.env["STOCKOPS_PEERING_PRIORITY"] = "100"
+    active = Operator(operator_kubeconfig, namespace, tmp_path / "replica-high.log")
+    active.env["STOCKOPS_PEERING_PRIORITY"] = "200"
+    replicas = [standby, active]
     try:
-        paused = eventually(
-            lambda: [r for r in replicas if "Pausing operations in favour of" in r.log()],
-            timeout=120,
-            what="one replica pausing in favour of the other",
+        standby.start()
+        eventually(
+            lambda: "Resuming operations" in standby.log(),
+            timeout=300,
+            what="the first replica acting alone",
         )
-        (standby,) = paused
-        (active,) = [r for r in replicas if r is not standby]
+        active.start()
+        eventually(
+            lambda: "Pausing operations in favour of" in standby.log(),
+            timeout=300,
+            what="the low-priority replica pausing in favour of the high-priority one",
+        )
         manifest = schedule("nightly", "demo", schedule="0 3 * * *")
         manifest["metadata"]["annotations"] = {"stockops.io/run-now": "one"}
         kube_cluster.apply([stockmodel("demo"), manifest], namespace=namespace)
