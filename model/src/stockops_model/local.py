@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stockops_model.errors import ExitCode, SpecError
+from stockops_model.errors import ExitCode, SpecError, StoreError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -133,7 +133,11 @@ async def _run_data_plane(
                 progress.update(task, detail=_detail(bus.records(topic), sink))
                 await asyncio.wait({feed_task, sink_task}, timeout=0.2)
                 if sink_task.done():
-                    break
+                    # The sink gave up (an outage outlasted its patience): stop the source
+                    # and surface the sink's error rather than feed a bus nobody reads.
+                    feed_task.cancel()
+                    await sink_task
+                    raise StoreError("the sink stopped before the source ended")
             published = await feed_task
             # The sink is a live consumer: once the finite source has ended, let it catch
             # up with everything published, then stop it (it commits before returning).
