@@ -52,24 +52,7 @@ def _example(kind: str, flavour: str) -> dict[str, Any]:
 
 def _documents(kind: str) -> list[dict[str, Any]]:
     """Valid documents that between them set every optional field (as in tests/unit)."""
-    cluster, local = _example(kind, "cluster"), _example(kind, "local")
-    if kind == "StockModel":
-        s = cluster["spec"]
-        s["source"]["replay"] = {"path": "/bars", "start": "2024-01-02", "end": "2024-01-31"}
-        s["source"]["synthetic"] = {"seed": 1, "days": 2, "startDate": "2024-01-02"}
-        s["serving"]["kserve"] = {
-            "namespace": "serving",
-            "serviceAccountName": "scorer",
-            "minReplicas": 1,
-            "maxReplicas": 2,
-        }
-        s["runtime"]["env"] = [{"name": "KAFKA_PASSWORD", "secretName": "kafka", "key": "pw"}]
-        s["runtime"]["serve"] = {"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}
-        local["spec"]["serving"] = {
-            "target": "azureml",
-            "azureml": {**s["serving"]["azureml"], "endpointKind": "kubernetes", "compute": "aks"},
-        }
-    return [cluster, local]
+    return crds.covering_documents(kind, ROOT)
 
 
 def _create(objects: Any, namespace: str, document: dict[str, Any]) -> dict[str, Any]:

@@ -300,26 +300,8 @@ def test_server_side_defaults_equal_pydantic_defaults(kind: str) -> None:
 
 
 def _documents(kind: str) -> list[dict[str, Any]]:
-    """Valid documents that between them set every optional field."""
-    folder = ROOT / "examples"
-    cluster = yaml.safe_load((folder / "cluster" / f"{kind.lower()}.yaml").read_text())
-    local = yaml.safe_load((folder / "local" / f"{kind.lower()}.yaml").read_text())
-    if kind == "StockModel":
-        s = cluster["spec"]
-        s["source"]["replay"] = {"path": "/bars", "start": "2024-01-02", "end": "2024-01-31"}
-        s["source"]["synthetic"] = {"seed": 1, "days": 2, "startDate": "2024-01-02"}
-        s["serving"]["kserve"] = {
-            "namespace": "serving",
-            "serviceAccountName": "scorer",
-            "minReplicas": 1,
-            "maxReplicas": 2,
-        }
-        s["runtime"]["env"] = [{"name": "KAFKA_PASSWORD", "secretName": "kafka", "key": "pw"}]
-        s["runtime"]["serve"] = {"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}
-        local["spec"]["serving"] = {
-            "target": "azureml",
-            "azureml": {**s["serving"]["azureml"], "endpointKind": "kubernetes", "compute": "aks"},
-        }
+    """Valid documents that between them set every optional field, in namespace default."""
+    cluster, local = crds.covering_documents(kind, ROOT)
     for document in (cluster, local):
         document["metadata"]["namespace"] = "default"
     return [cluster, local]

@@ -391,6 +391,37 @@ def render_crd(definition: ResourceDefinition) -> str:
     return GENERATED_HEADER + body
 
 
+def covering_documents(kind: str, root: Path | None = None) -> list[dict[str, Any]]:
+    """Valid manifests of `kind` that between them set every optional field.
+
+    The cluster and local examples of `examples/`, plus the optional settings neither sets
+    (replay and synthetic sources, KServe, runtime env and resources, an AKS endpoint), so
+    `bound_cases` over them covers every bound of the schema.
+    """
+    folder = (root or repository_root()) / "examples"
+    cluster, local = (
+        yaml.safe_load((folder / flavour / f"{kind.lower()}.yaml").read_text())
+        for flavour in ("cluster", "local")
+    )
+    if kind == "StockModel":
+        s = cluster["spec"]
+        s["source"]["replay"] = {"path": "/bars", "start": "2024-01-02", "end": "2024-01-31"}
+        s["source"]["synthetic"] = {"seed": 1, "days": 2, "startDate": "2024-01-02"}
+        s["serving"]["kserve"] = {
+            "namespace": "serving",
+            "serviceAccountName": "scorer",
+            "minReplicas": 1,
+            "maxReplicas": 2,
+        }
+        s["runtime"]["env"] = [{"name": "KAFKA_PASSWORD", "secretName": "kafka", "key": "pw"}]
+        s["runtime"]["serve"] = {"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}
+        local["spec"]["serving"] = {
+            "target": "azureml",
+            "azureml": {**s["serving"]["azureml"], "endpointKind": "kubernetes", "compute": "aks"},
+        }
+    return [cluster, local]
+
+
 def repository_root() -> Path:
     """The checkout this module lives in (model/src/stockops_model -> the root)."""
     return Path(__file__).resolve().parents[3]
