@@ -138,6 +138,15 @@ class KafkaConfig:
         return opts
 
 
+async def _start_client(client: Any, bootstrap: str) -> None:
+    """Start an aiokafka producer or consumer; on failure stop it and say Kafka is unreachable."""
+    try:
+        await client.start()
+    except Exception as exc:
+        await client.stop()
+        raise ServiceUnavailableError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+
+
 class KafkaPublisher:
     """Idempotent aiokafka producer: ``acks=all``, no duplicates from its own retries."""
 
@@ -160,13 +169,7 @@ class KafkaPublisher:
             linger_ms=self.config.linger_ms,
             max_batch_size=256 * 1024,
         )
-        try:
-            await self._producer.start()
-        except Exception as exc:
-            await self._producer.stop()
-            raise ServiceUnavailableError(
-                f"cannot reach Kafka at {self.config.bootstrap}: {exc}"
-            ) from exc
+        await _start_client(self._producer, self.config.bootstrap)
 
     async def publish(
         self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
@@ -238,13 +241,7 @@ class KafkaSubscription:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self._consumer.subscribe([self.topic], listener=Listener())
-        try:
-            await self._consumer.start()
-        except Exception as exc:
-            await self._consumer.stop()
-            raise ServiceUnavailableError(
-                f"cannot reach Kafka at {self.config.bootstrap}: {exc}"
-            ) from exc
+        await _start_client(self._consumer, self.config.bootstrap)
 
     async def poll(self, *, max_records: int, timeout_s: float) -> list[Record]:
         from aiokafka.errors import KafkaError
