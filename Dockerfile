@@ -10,23 +10,19 @@ FROM ${PYTHON_IMAGE} AS uv
 RUN pip install --no-cache-dir uv==0.13.9
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never UV_FROZEN=1
 
-FROM uv AS operator-build
+FROM uv AS source
 WORKDIR /src
 COPY pyproject.toml uv.lock ./
 COPY model/pyproject.toml model/pyproject.toml
 COPY operator/pyproject.toml operator/pyproject.toml
 COPY model/src model/src
 COPY operator/src operator/src
+
+FROM source AS operator-build
 RUN uv venv /opt/venv \
  && VIRTUAL_ENV=/opt/venv uv sync --active --no-dev --package stockops-operator --no-editable
 
-FROM uv AS workload-build
-WORKDIR /src
-COPY pyproject.toml uv.lock ./
-COPY model/pyproject.toml model/pyproject.toml
-COPY operator/pyproject.toml operator/pyproject.toml
-COPY model/src model/src
-COPY operator/src operator/src
+FROM source AS workload-build
 RUN uv venv /opt/venv \
  && VIRTUAL_ENV=/opt/venv uv sync --active --no-dev --package stockops-model --extra ml --no-editable
 
@@ -40,7 +36,8 @@ FROM runtime-base AS operator
 COPY --from=operator-build /opt/venv /opt/venv
 USER 10001:10001
 EXPOSE 8080 9090
-ENTRYPOINT ["kopf", "run", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "-m", "stockops_operator.main"]
+# The same entry point as the chart: namespace, peering priority and liveness from STOCKOPS_*.
+ENTRYPOINT ["python", "-m", "stockops_operator"]
 
 FROM runtime-base AS workload
 COPY --from=workload-build /opt/venv /opt/venv
