@@ -274,7 +274,8 @@ def test_forbid_keeps_one_run_and_starts_the_owed_one_after(
     assert job_names(admin, namespace) == [first]
     status = get(admin, namespace, "retrainschedules", "every3s")["status"]
     assert [a["name"] for a in status["active"]] == [first]
-    assert "RunBlocked" in events(admin, namespace, "every3s")
+    # kopf posts Events from a background queue, so they may trail the Jobs.
+    eventually(lambda: "RunBlocked" in events(admin, namespace, "every3s"), what="RunBlocked")
 
     kubelet.release(first, exit_code=0)
     names = eventually(lambda: jobs_counted(admin, namespace, 2), what="the owed run")
@@ -324,7 +325,8 @@ def test_replace_deletes_the_active_run(
         lambda: not admin.call("GET", pods, params={"labelSelector": f"job-name={first}"})["items"],
         what="the replaced run's Pod deleted by the garbage collector",
     )
-    assert "RunReplaced" in events(admin, namespace, "every3s")
+    # kopf posts Events from a background queue, so they may trail the Jobs.
+    eventually(lambda: "RunReplaced" in events(admin, namespace, "every3s"), what="RunReplaced")
     # Replace never lets two runs coexist: whichever run is newest is the only one left.
     remaining = job_names(admin, namespace)
     assert len(remaining) == 1
