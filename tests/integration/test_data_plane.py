@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from stockops_model.bars import frame_to_bars, normalise_frame
-from stockops_model.errors import BarValidationError
+from stockops_model.errors import BarValidationError, CorruptObjectError
 from stockops_model.loaders import load_bars
 from stockops_model.messages import decode_bar, encode_bar, encode_key
 from stockops_model.sink import (
@@ -31,7 +31,13 @@ from stockops_model.sink import (
     REASON_HEADER,
     dlq_topic,
 )
-from stockops_model.store import BlobCredentials, open_store
+from stockops_model.store import (
+    BlobCredentials,
+    day_object_name,
+    encode_day,
+    open_store,
+    quarantine_object_name,
+)
 from stockops_model.testing import Azurite, KafkaBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.azurite, pytest.mark.slow]
@@ -298,3 +304,32 @@ def test_malformed_messages_go_to_the_dlq_and_valid_bars_are_stored(
         with pytest.raises(BarValidationError) as why:
             decode_bar(value)
         assert headers[REASON_HEADER].decode() == str(why.value)
+
+
+def test_a_corrupt_day_blob_is_named_by_readers_and_quarantined_by_the_writer(
+    azurite: Azurite, blob_container: str, source: pd.DataFrame
+) -> None:
+    day = source[(source["symbol"] == "AXP") & (source["ts"] < "2018-03-09")]
+    name = day_object_name("bars", "AXP", pd.Timestamp("2018-03-08").date())
+    truncated = encode_day(day)[:-100]
+    creds = BlobCredentials(connection_string=azurite.connection_string)
+    url = f"azblob://{blob_container}/bars"
+
+    async def scenario() -> None:
+        async with open_store(url, creds) as store:
+            await store.backend.put(name, truncated, if_match=None, metadata={})
+            with pytest.raises(CorruptObjectError) as info:
+                await store.read(["AXP"])
+            assert info.value.name.endswith(f"/{blob_container}/{name}")
+            assert "not readable Parquet" in str(info.value)
+
+            (result,) = await store.write(day.iloc[:200])
+            assert result.quarantined == quarantine_object_name("bars", name, truncated)
+            kept = await store.backend.get(result.quarantined)
+            assert kept is not None
+            assert kept[0] == truncated
+        async with open_store(url, creds) as fresh:
+            await fresh.write(day)
+            pd.testing.assert_frame_equal(await fresh.read(["AXP"]), normalise_frame(day))
+
+    asyncio.run(scenario())

@@ -71,11 +71,19 @@ class ObjectBackend(Protocol):
         ...
 
     async def put(
-        self, name: str, data: bytes, *, if_match: str | None, metadata: dict[str, str]
+        self,
+        name: str,
+        data: bytes,
+        *,
+        if_match: str | None,
+        metadata: dict[str, str],
+        content_type: str = PARQUET_CONTENT_TYPE,
     ) -> str:
         """Write if the object still has ETag `if_match` (None: only if it does not exist).
 
         Returns the new ETag; raises `PreconditionFailedError` when the condition fails.
+        `content_type` matters to Blob Storage only (day objects are Parquet; quarantined
+        and dead-lettered payloads are opaque bytes).
         """
         ...
 
@@ -184,7 +192,13 @@ class FileBackend:
         return await asyncio.to_thread(self._get_sync, name)
 
     async def put(
-        self, name: str, data: bytes, *, if_match: str | None, metadata: dict[str, str]
+        self,
+        name: str,
+        data: bytes,
+        *,
+        if_match: str | None,
+        metadata: dict[str, str],
+        content_type: str = PARQUET_CONTENT_TYPE,
     ) -> str:
         return await asyncio.to_thread(self._put_sync, name, data, if_match)
 
@@ -257,14 +271,20 @@ class BlobBackend:
         return data, str(stream.properties.etag)
 
     async def put(
-        self, name: str, data: bytes, *, if_match: str | None, metadata: dict[str, str]
+        self,
+        name: str,
+        data: bytes,
+        *,
+        if_match: str | None,
+        metadata: dict[str, str],
+        content_type: str = PARQUET_CONTENT_TYPE,
     ) -> str:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
         from azure.storage.blob import ContentSettings
 
         blob = self._container.get_blob_client(name)
-        settings = ContentSettings(content_type=PARQUET_CONTENT_TYPE)
+        settings = ContentSettings(content_type=content_type)
         try:
             if if_match is None:
                 # overwrite=False sends If-None-Match: * (create only).

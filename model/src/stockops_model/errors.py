@@ -74,3 +74,16 @@ class SettingsError(StockopsError):
     """A STOCKOPS_* environment variable or a flag is invalid; the message names it."""
 
     exit_code = ExitCode.INVALID_SPEC
+
+
+class CorruptObjectError(StoreError):
+    """A stored object cannot be decoded (truncated, not Parquet, wrong schema).
+
+    Retrying will not help, so it maps to the invalid-data exit code; `name` is the object.
+    """
+
+    exit_code = ExitCode.INVALID_DATA
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name

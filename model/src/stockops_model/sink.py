@@ -33,8 +33,12 @@ batch, leaves the group and exits 0. ``--drain`` exits 0 once the group has read
 in its partitions (for a Job). Broker and store outages are retried with backoff; the
 process gives up (exit 5, UNAVAILABLE) only after ``--give-up-after`` seconds of failure,
 so an orchestrator restarts it and the uncommitted batch is re-delivered.
-``--metrics-port`` serves Prometheus counters (bars stored, dead letters, batch time, time of
-the last commit, which is also a liveness signal).
+``--metrics-port`` serves Prometheus counters (bars stored, dead letters, quarantined day
+objects, batch time, time of the last commit, which is also a liveness signal).
+
+An existing day object that cannot be decoded does not stop the sink: `BarStore.write`
+copies its bytes aside under ``_quarantine/``, logs an error naming it, and rewrites the
+day from the batch's bars (see `stockops_model.store` for the policy and how to recover).
 """
 
 from __future__ import annotations
@@ -107,6 +111,7 @@ class SinkStats:
     dead_lettered: int = 0
     objects_written: int = 0
     objects_unchanged: int = 0
+    objects_quarantined: int = 0
     commits_rejected: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -131,10 +136,15 @@ class SinkMetrics:
         self.last_commit = Gauge(
             "stockops_sink_last_commit_timestamp_seconds", "Unix time of the last commit"
         )
+        self.quarantined = Counter(
+            "stockops_sink_quarantined_objects_total",
+            "Unreadable day objects copied aside and rewritten (see stockops_model.store)",
+        )
 
-    def observe(self, bars: int, dead: int, seconds: float) -> None:
+    def observe(self, bars: int, dead: int, seconds: float, quarantined: int = 0) -> None:
         self.bars.inc(bars)
         self.dead.inc(dead)
+        self.quarantined.inc(quarantined)
         self.batch_seconds.observe(seconds)
         self.last_commit.set_to_current_time()
 
@@ -194,12 +204,13 @@ class Sink:
             await sub.stop()
         log.info(
             "sink stopped: %d bars in %d batches, %d dead-lettered, %d objects written, "
-            "%d unchanged, %.0f bars/s",
+            "%d unchanged, %d quarantined, %.0f bars/s",
             self.stats.bars,
             self.stats.batches,
             self.stats.dead_lettered,
             self.stats.objects_written,
             self.stats.objects_unchanged,
+            self.stats.objects_quarantined,
             self.stats.rate(),
         )
         return self.stats
@@ -240,6 +251,7 @@ class Sink:
         self, records: list[Record], sub: Subscription, dlq: Publisher, stop: asyncio.Event
     ) -> None:
         started = time.monotonic()
+        quarantined = 0
         decoded: list[tuple[Record, Bar]] = []
         rejected: list[tuple[Record, str]] = []
         for rec in records:
@@ -253,8 +265,10 @@ class Sink:
                 "write bars to the store", lambda: self.store.write(frame), stop
             )
             written = sum(1 for r in results if r.written)
+            quarantined = sum(1 for r in results if r.quarantined)
             self.stats.objects_written += written
             self.stats.objects_unchanged += len(results) - written
+            self.stats.objects_quarantined += quarantined
         if rejected:
 
             async def send_rejected() -> None:
@@ -295,7 +309,7 @@ class Sink:
         self.stats.bars += len(bars)
         self.stats.dead_lettered += len(rejected)
         if self.metrics is not None:
-            self.metrics.observe(len(bars), len(rejected), time.monotonic() - started)
+            self.metrics.observe(len(bars), len(rejected), time.monotonic() - started, quarantined)
         log.debug(
             "batch %d: %d records, %d bars, %d dead-lettered",
             self.stats.batches,

@@ -16,6 +16,20 @@ the merge yields the same rows and the write is skipped. A store remembers the l
 it wrote of each object (ETag and rows), so a sink's next merge into the same day needs no
 GET; the write stays conditional, so a stale memory only costs a 412 and a re-read.
 
+A day object that exists but cannot be decoded (truncated, not Parquet, a schema without
+the bar columns) would otherwise fail every write to its day, and a sink would retry that
+batch for ever. Policy: **quarantine, then rewrite**. The writer copies the unreadable bytes
+unchanged to ``{prefix}/_quarantine/{symbol}/{yyyy}/{mm}/{dd}.parquet.{sha256[:16]}``
+(the digest makes the copy idempotent and keeps every distinct corrupt version), logs an
+error naming both objects and the decoder's reason, then writes the day from the incoming
+bars, still conditional on the corrupt version's ETag so a writer that repaired it
+meanwhile is not overwritten. `DayWrite.quarantined` names the copy, so the sink counts it
+(``stockops_sink_quarantined_objects_total``). Nothing is lost: the bars the corrupt object
+held are in the quarantined copy (repair it, or replay the topic over that day; the merge
+is idempotent). Readers (`read`, `read_with_lineage`) never guess: an unreadable object is
+a `CorruptObjectError` naming the blob, not a bare pyarrow error. Limit: an object written
+by a future, incompatible schema would also be quarantined by this version of the writer.
+
 Store locations are URLs, ``file:///abs/path`` (a local directory with the same layout,
 for local mode) or ``azblob://<container>/<prefix>`` (Azure Blob Storage); the object
 backends behind them, with their compare-and-swap, live in `stockops_model.backends` and
@@ -29,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import logging
 import random
@@ -65,7 +80,7 @@ from stockops_model.bars import (
     normalise_frame,
     validate_frame,
 )
-from stockops_model.errors import BarValidationError, StoreError
+from stockops_model.errors import BarValidationError, CorruptObjectError, StoreError
 
 # The object backends and store locations now live in `stockops_model.backends`; they
 # are listed here too so existing `from stockops_model.store import ...` keeps working.
@@ -76,6 +91,7 @@ __all__ = [
     "MAX_WRITE_ATTEMPTS",
     "OBJECT_SUFFIX",
     "PARQUET_CONTENT_TYPE",
+    "QUARANTINE_DIR",
     "SCHEMA_TAG",
     "BarStore",
     "BlobBackend",
@@ -98,6 +114,7 @@ __all__ = [
     "merge_day",
     "open_store",
     "parse_day_object_name",
+    "quarantine_object_name",
     "read_bars",
     "trading_day",
     "validate_storable",
@@ -127,6 +144,11 @@ TimeLike = datetime | date | pd.Timestamp | str
 
 # Retries of a conditional write that lost a race; each retry re-reads the object.
 MAX_WRITE_ATTEMPTS = 12
+
+# Where unreadable day objects are copied before their day is rewritten. Symbols start with
+# a letter (SYMBOL_PATTERN), so this folder can never be taken for a symbol's.
+QUARANTINE_DIR = "_quarantine"
+OPAQUE_CONTENT_TYPE = "application/octet-stream"
 
 
 # --------------------------------------------------------------------------- layout
@@ -161,6 +183,18 @@ def parse_day_object_name(prefix: str, name: str) -> tuple[str, date] | None:
         return None
 
 
+def quarantine_object_name(prefix: str, name: str, data: bytes) -> str:
+    """Where the unreadable bytes `data` of object `name` are kept.
+
+    ``{prefix}/_quarantine/{rest of name}.{sha256[:16]}``: the same bytes always get the
+    same name (copying twice is harmless), different corrupt versions never collide.
+    """
+    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    rest = name[len(head) :] if name.startswith(head) else name
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return f"{head}{QUARANTINE_DIR}/{rest}.{digest}"
+
+
 # --------------------------------------------------------------------------- Parquet codec
 
 
@@ -191,13 +225,21 @@ def encode_table(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def decode_table(data: bytes) -> pa.Table:
-    """Parquet bytes of a day object -> Arrow table with the day-object schema."""
+def decode_table(data: bytes, name: str = "a day object") -> pa.Table:
+    """Parquet bytes of a day object -> Arrow table with the day-object schema.
+
+    Raises:
+        CorruptObjectError: the bytes are not Parquet, are truncated, or lack a bar column
+            (or hold one that cannot be cast); the message names `name`.
+    """
     try:
         table = pq.read_table(io.BytesIO(data))
         return table.select(list(BAR_COLUMNS)).cast(ARROW_SCHEMA)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, OSError) as exc:
-        raise StoreError(f"a day object is not readable Parquet of bars: {exc}") from exc
+    except (pa.ArrowException, KeyError, ValueError, TypeError, OSError) as exc:
+        reason = str(exc).strip() or type(exc).__name__
+        raise CorruptObjectError(
+            f"{name} is not readable Parquet of bars ({len(data)} bytes): {reason}", name=name
+        ) from exc
 
 
 def encode_day(frame: pd.DataFrame) -> bytes:
@@ -253,6 +295,8 @@ class DayWrite:
     added: int
     written: bool
     attempts: int
+    # The quarantine copy of an unreadable object this write replaced, if any.
+    quarantined: str | None = None
 
 
 class BarStore:
@@ -311,13 +355,23 @@ class BarStore:
     async def _merge_day(self, symbol: str, day: date, incoming: pa.Table) -> DayWrite:
         name = day_object_name(self.prefix, symbol, day)
         cached = self._cache.get(name)
+        quarantined: str | None = None
         for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
             existing: pa.Table | None
+            etag: str | None
             if cached is None:
                 current = await self._get(name)
-                etag, existing = (
-                    (None, None) if current is None else (current[1], decode_table(current[0]))
-                )
+                if current is None:
+                    etag, existing = None, None
+                else:
+                    data, etag = current
+                    try:
+                        existing = decode_table(data, self._where(name))
+                    except CorruptObjectError as exc:
+                        # Keep the bytes, then rewrite the day from the new bars; the
+                        # put below stays conditional on the corrupt version's ETag.
+                        quarantined = await self._quarantine(name, data, str(exc))
+                        existing = None
             else:
                 etag, existing = cached
             merged = merge_day(existing, incoming)
@@ -325,7 +379,7 @@ class BarStore:
             if existing is not None and merged.equals(existing, check_metadata=False):
                 assert etag is not None
                 self._remember(name, etag, existing)
-                return DayWrite(symbol, day, name, etag, before, 0, False, attempt)
+                return DayWrite(symbol, day, name, etag, before, 0, False, attempt, quarantined)
             data = encode_table(merged)
             try:
                 new_etag = await self.backend.put(
@@ -347,10 +401,42 @@ class BarStore:
                 raise StoreError(f"cannot write {name} to {self.backend.url}: {exc}") from exc
             self._remember(name, new_etag, merged)
             rows = merged.num_rows
-            return DayWrite(symbol, day, name, new_etag, rows, rows - before, True, attempt)
+            return DayWrite(
+                symbol, day, name, new_etag, rows, rows - before, True, attempt, quarantined
+            )
         raise StoreError(
             f"gave up writing {name} after {MAX_WRITE_ATTEMPTS} conflicting concurrent writes"
         )
+
+    def _where(self, name: str) -> str:
+        return f"{self.backend.url}/{name}"
+
+    async def _quarantine(self, name: str, data: bytes, reason: str) -> str:
+        """Copy the unreadable bytes of `name` aside (idempotently); returns the copy's name."""
+        target = quarantine_object_name(self.prefix, name, data)
+        try:
+            await self.backend.put(
+                target,
+                data,
+                if_match=None,
+                metadata={"quarantined_from": name},
+                content_type=OPAQUE_CONTENT_TYPE,
+            )
+        except PreconditionFailedError:
+            pass  # the same bytes are already there: the name is their digest
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(
+                f"cannot quarantine unreadable {name} to {target} in {self.backend.url}: {exc}"
+            ) from exc
+        log.error(
+            "%s; its bytes are kept as %s and the day is rewritten from the incoming bars "
+            "(repair that copy or replay the topic over that day to restore its other bars)",
+            reason,
+            self._where(target),
+        )
+        return target
 
     def _remember(self, name: str, etag: str, table: pa.Table) -> None:
         self._cache[name] = (etag, table)
@@ -426,7 +512,7 @@ class BarStore:
             if got is None:  # deleted between list and get
                 return None
             data, etag = got
-            table = decode_table(data)
+            table = decode_table(data, self._where(obj.name))
             return DayObject(obj.symbol, obj.day, obj.name, etag, table.num_rows, len(data)), table
 
         results = [r for r in await asyncio.gather(*(fetch(o) for o in listed)) if r is not None]
@@ -455,7 +541,9 @@ class BarStore:
         Day objects are downloaded concurrently (`concurrency` at a time).
 
         Raises:
-            StoreError: the store cannot be reached or holds an unreadable object.
+            CorruptObjectError: a day object in the range cannot be decoded; the message
+                names the blob (a sink quarantines it on its next write to that day).
+            StoreError: the store cannot be reached.
         """
         frame, _ = await self.read_with_lineage(symbols, start, end)
         return frame

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from stockops_model.bars import frame_to_bars, normalise_frame
+from stockops_model.bars import Bar, frame_to_bars, normalise_frame
 from stockops_model.bus import MemoryBus, MemorySubscription, Subscription
 from stockops_model.errors import BarValidationError
 from stockops_model.feed import publish_bars
@@ -39,7 +39,7 @@ def source() -> pd.DataFrame:
 
 
 async def feed(bus: MemoryBus, frame: pd.DataFrame) -> None:
-    async def bars():  # type: ignore[no-untyped-def]
+    async def bars() -> AsyncIterator[Bar]:
         for bar in frame_to_bars(frame):
             yield bar
 
@@ -268,6 +268,34 @@ async def test_an_outage_longer_than_the_limit_fails_the_run_uncommitted(
     assert bus.committed(TOPIC, "stockops-sink") == {}
 
 
+def plant_corrupt_day(root: Path, frame: pd.DataFrame) -> tuple[str, bytes]:
+    """Put a truncated day object where the first bar of `frame` will be merged."""
+    from stockops_model.store import day_object_name, encode_day, trading_day
+
+    first = frame.iloc[0]
+    name = day_object_name("bars", first["symbol"], trading_day(first["ts"]))
+    bad = encode_day(frame.iloc[:50])[:-40]
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    (root / name).write_bytes(bad)
+    return name, bad
+
+
+async def test_a_corrupt_day_object_is_quarantined_instead_of_retried_for_ever(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    from stockops_model.store import quarantine_object_name
+
+    name, bad = plant_corrupt_day(tmp_path, source)
+    bus = MemoryBus(partitions=1)
+    await feed(bus, source)
+    # An outage limit far below the run: a retry loop on the corrupt object would fail it.
+    sink = await drain(bus, tmp_path, batch_max=500, give_up_after_s=0.5)
+    pd.testing.assert_frame_equal(await stored(tmp_path), source)
+    assert sink.stats.objects_quarantined == 1
+    assert (tmp_path / quarantine_object_name("bars", name, bad)).read_bytes() == bad
+    assert sum(bus.committed(TOPIC, "stockops-sink").values()) == len(source)
+
+
 async def test_metrics_count_stored_bars_and_dead_letters(
     tmp_path: Path, source: pd.DataFrame
 ) -> None:
@@ -278,9 +306,11 @@ async def test_metrics_count_stored_bars_and_dead_letters(
     bus = MemoryBus(partitions=1)
     await feed(bus, source.iloc[:300])
     bus.append(TOPIC, b"[]", b"AMZN")
+    plant_corrupt_day(tmp_path, source.iloc[:300])
     metrics = SinkMetrics()
     sink = Sink(bus, store_on(tmp_path), SinkConfig(topic=TOPIC, drain=True), metrics)
     await asyncio.wait_for(sink.run(asyncio.Event()), timeout=60)
     assert REGISTRY.get_sample_value("stockops_sink_bars_total") == 300
     assert REGISTRY.get_sample_value("stockops_sink_dead_letters_total") == 1
+    assert REGISTRY.get_sample_value("stockops_sink_quarantined_objects_total") == 1
     assert REGISTRY.get_sample_value("stockops_sink_batch_seconds_count") == sink.stats.batches

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stockops_model.bars import normalise_frame
-from stockops_model.errors import BarValidationError, StoreError
+from stockops_model.errors import BarValidationError, CorruptObjectError, StoreError
 from stockops_model.loaders import load_bars
 from stockops_model.store import (
     BarStore,
@@ -25,6 +25,7 @@ from stockops_model.store import (
     encode_day,
     open_store,
     parse_day_object_name,
+    quarantine_object_name,
     read_bars,
     trading_day,
     validate_storable,
@@ -236,3 +237,73 @@ def test_read_bars_is_usable_from_synchronous_code(tmp_path: Path, source: pd.Da
 def test_an_unreadable_day_object_is_a_store_error() -> None:
     with pytest.raises(StoreError, match="Parquet"):
         decode_day(b"not parquet at all")
+
+
+def corrupt_versions(day: pd.DataFrame) -> dict[str, bytes]:
+    """Three ways a stored day object can be unreadable, built from a real one."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = encode_day(day)
+    other = io.BytesIO()
+    pq.write_table(pa.table({"symbol": ["AMZN"], "price": [1.0]}), other)
+    return {
+        "truncated": good[: len(good) // 2],
+        "not-parquet": b"PK\x03\x04 a zip archive, not Parquet",
+        "wrong-schema": other.getvalue(),
+    }
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not-parquet", "wrong-schema"])
+async def test_an_unreadable_day_object_is_quarantined_and_the_day_rewritten(
+    tmp_path: Path, source: pd.DataFrame, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    day = source[(source["symbol"] == "AMZN") & (source["ts"] < "2018-03-09")]
+    bad = corrupt_versions(day)[kind]
+    name = "bars/AMZN/2018/03/08.parquet"
+    (tmp_path / name).parent.mkdir(parents=True)
+    (tmp_path / name).write_bytes(bad)
+
+    # A reader names the blob instead of surfacing a bare pyarrow error.
+    with pytest.raises(CorruptObjectError) as info:
+        await store_on(tmp_path).read(["AMZN"], "2018-03-08", "2018-03-09")
+    assert info.value.name == f"{tmp_path.as_uri()}/{name}"
+    assert name in str(info.value)
+    assert "not readable Parquet" in str(info.value)
+
+    (result,) = await store_on(tmp_path).write(day.iloc[:100])
+    copy = quarantine_object_name("bars", name, bad)
+    assert result.quarantined == copy
+    assert copy.startswith("bars/_quarantine/AMZN/2018/03/08.parquet.")
+    assert (tmp_path / copy).read_bytes() == bad  # not one byte lost
+    assert result.written
+    assert result.rows == 100
+    assert any(name in r.getMessage() and copy in r.getMessage() for r in caplog.records)
+    back = await store_on(tmp_path).read(["AMZN"], "2018-03-08", "2018-03-09")
+    pd.testing.assert_frame_equal(back, normalise_frame(day.iloc[:100]))
+    # Later writes merge as usual; the quarantine folder is never taken for a symbol's.
+    (again,) = await store_on(tmp_path).write(day)
+    assert again.quarantined is None
+    assert again.added == len(day) - 100
+    assert [d.name for d in await store_on(tmp_path).list_days(["AMZN"])] == [name]
+
+
+async def test_the_same_corrupt_bytes_are_quarantined_once_and_distinct_ones_apart(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    day = source[(source["symbol"] == "AXP") & (source["ts"] < "2018-03-09")]
+    versions = corrupt_versions(day)
+    path = tmp_path / "bars/AXP/2018/03/08.parquet"
+    path.parent.mkdir(parents=True)
+    copies = []
+    for bad in (versions["truncated"], versions["truncated"], versions["not-parquet"]):
+        path.write_bytes(bad)
+        (result,) = await store_on(tmp_path).write(day.iloc[:10])
+        copies.append(result.quarantined)
+    assert copies[0] == copies[1] != copies[2]
+    kept = sorted((tmp_path / "bars/_quarantine").rglob("*.parquet.*"))
+    assert sorted(p.read_bytes() for p in kept) == sorted(
+        {versions["truncated"], versions["not-parquet"]}
+    )
