@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -21,13 +22,17 @@ import pandas as pd
 import pytest
 
 from stockops_model.bars import frame_to_bars, normalise_frame
-from stockops_model.errors import BarValidationError, CorruptObjectError
+from stockops_model.errors import BarValidationError, CorruptObjectError, ExitCode
 from stockops_model.loaders import load_bars
 from stockops_model.messages import decode_bar, encode_bar, encode_key
 from stockops_model.sink import (
     FAILPOINT_ENV,
     ORIGINAL_OFFSET_HEADER,
     ORIGINAL_PARTITION_HEADER,
+    ORIGINAL_TIMESTAMP_HEADER,
+    ORIGINAL_TOPIC_HEADER,
+    PAYLOAD_BYTES_HEADER,
+    PAYLOAD_REF_HEADER,
     REASON_HEADER,
     dlq_topic,
 )
@@ -63,6 +68,7 @@ class Plane:
         self.log_path = log_dir / "sink.log"
         self.azurite = azurite
         self.topic = topic
+        self.container = container
         self.store_url = f"azblob://{container}/bars"
         self.env = {
             **os.environ,
@@ -141,6 +147,80 @@ class Plane:
             return sum(o.offset for tp, o in offsets.items() if tp.topic == self.topic)
 
         return asyncio.run(query())
+
+    def produce(self, messages: list[tuple[bytes, bytes]]) -> None:
+        """Send (key, value) pairs to the topic with a plain producer, as any client could."""
+
+        async def go() -> None:
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(bootstrap_servers=self.kafka.bootstrap, acks="all")
+            await producer.start()
+            try:
+                for key, value in messages:
+                    await producer.send(self.topic, value, key=key)
+                await producer.flush()
+            finally:
+                await producer.stop()
+
+        asyncio.run(go())
+
+    def create_dlq(self, max_message_bytes: int) -> None:
+        """Create the DLQ topic ahead of the sink, with a size limit of its own."""
+
+        async def go() -> None:
+            from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka.bootstrap)
+            await admin.start()
+            try:
+                config = {"max.message.bytes": str(max_message_bytes)}
+                topic = NewTopic(dlq_topic(self.topic), 1, 1, topic_configs=config)
+                await admin.create_topics([topic])
+            finally:
+                await admin.close()
+
+        asyncio.run(go())
+
+    def dead_letters(self) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
+        """Every (key, value, headers) of the DLQ topic."""
+
+        async def go() -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
+            from aiokafka import AIOKafkaConsumer
+
+            consumer = AIOKafkaConsumer(
+                dlq_topic(self.topic),
+                bootstrap_servers=self.kafka.bootstrap,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+            )
+            await consumer.start()
+            out: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = []
+            try:
+                while True:
+                    batch = await consumer.getmany(timeout_ms=3000)
+                    if not batch:
+                        return out
+                    for msgs in batch.values():
+                        out.extend((m.key, m.value, dict(m.headers)) for m in msgs)
+            finally:
+                await consumer.stop()
+
+        return asyncio.run(go())
+
+    def blob(self, url: str) -> bytes:
+        """The bytes of a blob of this test's container, by its URL."""
+        name = url.split(f"/{self.container}/", 1)[1]
+
+        async def go() -> bytes:
+            creds = BlobCredentials(connection_string=self.azurite.connection_string)
+            async with open_store(self.store_url, creds) as store:
+                got = await store.backend.get(name)
+            assert got is not None, f"no blob {name}"
+            return got[0]
+
+        return asyncio.run(go())
 
     def close(self) -> None:
         for proc in self.procs:
@@ -259,51 +339,74 @@ def test_malformed_messages_go_to_the_dlq_and_valid_bars_are_stored(
             mixed.append(bad.pop())
     mixed.extend(bad)
 
-    async def produce() -> None:
-        from aiokafka import AIOKafkaProducer
-
-        producer = AIOKafkaProducer(bootstrap_servers=plane.kafka.bootstrap, acks="all")
-        await producer.start()
-        try:
-            for key, value in mixed:
-                await producer.send(plane.topic, value, key=key)
-            await producer.flush()
-        finally:
-            await producer.stop()
-
-    asyncio.run(produce())
+    plane.produce(mixed)
     assert plane.drain() == 0, plane.last_output
     pd.testing.assert_frame_equal(plane.stored(), source)
 
-    async def dead_letters() -> list[tuple[bytes | None, dict[str, bytes]]]:
-        from aiokafka import AIOKafkaConsumer
-
-        consumer = AIOKafkaConsumer(
-            dlq_topic(plane.topic),
-            bootstrap_servers=plane.kafka.bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        out: list[tuple[bytes | None, dict[str, bytes]]] = []
-        try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=3000)
-                if not batch:
-                    return out
-                for msgs in batch.values():
-                    out.extend((m.value, dict(m.headers)) for m in msgs)
-        finally:
-            await consumer.stop()
-
-    dead = asyncio.run(dead_letters())
+    dead = plane.dead_letters()
     assert len(dead) == 1000
-    where = {(int(h[ORIGINAL_PARTITION_HEADER]), int(h[ORIGINAL_OFFSET_HEADER])) for _, h in dead}
+    where = {(int(h[ORIGINAL_PARTITION_HEADER]), int(h[ORIGINAL_OFFSET_HEADER])) for *_, h in dead}
     assert len(where) == 1000
-    for value, headers in dead:
+    sent = {value: key for key, value in malformed_messages(source, 1000)}
+    for key, value, headers in dead:
+        assert value in sent  # the original bytes, not an envelope
+        assert key == sent[value]
+        assert headers[ORIGINAL_TOPIC_HEADER] == plane.topic.encode()
+        assert int(headers[ORIGINAL_TIMESTAMP_HEADER]) > 0
         with pytest.raises(BarValidationError) as why:
             decode_bar(value)
         assert headers[REASON_HEADER].decode() == str(why.value)
+
+
+def test_a_dead_letter_too_large_for_the_dlq_topic_is_kept_in_blob_with_a_pointer(
+    plane: Plane, source: pd.DataFrame
+) -> None:
+    # The DLQ topic takes 4 KB. One malformed message is 10 KB: the broker refuses it.
+    # Another is ~1 MB, just under the source topic's limit: with the context headers it
+    # is over --dlq-max-bytes (1,000,000), so it never reaches the broker.
+    plane.create_dlq(max_message_bytes=4_000)
+    rng = random.Random(7)
+    refused, oversized = rng.randbytes(10_000), rng.randbytes(1_040_000)  # incompressible
+    small = [(b"AXP", b"{"), (b"AMZN", b"[1, 2]")]
+    good = [(encode_key(b), encode_bar(b)) for b in frame_to_bars(source)]
+    plane.produce([*good[:500], (b"AMZN", refused), *small, (b"AXP", oversized), *good[500:]])
+    assert plane.drain() == 0, plane.last_output
+    pd.testing.assert_frame_equal(plane.stored(), source)
+    assert plane.committed() == len(good) + 4
+
+    # The DLQ is at-least-once: a record sent before a refused batch may be there twice.
+    dead = plane.dead_letters()
+    plain = {(key, value) for key, value, h in dead if PAYLOAD_REF_HEADER not in h}
+    assert plain == set(small)  # small dead letters are the original records
+    pointers = {
+        (key, value, h[ORIGINAL_OFFSET_HEADER], h[PAYLOAD_REF_HEADER], h[PAYLOAD_BYTES_HEADER])
+        for key, value, h in dead
+        if PAYLOAD_REF_HEADER in h
+    }
+    assert {(key, value) for key, value, *_ in pointers} == {(b"AMZN", b""), (b"AXP", b"")}
+    assert len(pointers) == 2
+    kept = {plane.blob(ref.decode()): int(size) for *_, ref, size in pointers}
+    assert kept == {refused: len(refused), oversized: len(oversized)}  # every byte, in Blob
+    reasons = {h[REASON_HEADER].split(b":")[0] for *_, h in dead if PAYLOAD_REF_HEADER in h}
+    assert reasons == {b"not UTF-8"}
+    log = plane.log_path.read_text(errors="replace")
+    assert "over --dlq-max-bytes" in log  # the ~1 MB one, caught before sending
+    assert "refused a batch as too large" in log  # the 10 KB one, refused by the broker
+
+
+def test_a_dlq_topic_that_refuses_even_a_pointer_stops_the_sink_with_the_fix(
+    plane: Plane, source: pd.DataFrame
+) -> None:
+    plane.create_dlq(max_message_bytes=100)
+    good = [(encode_key(b), encode_bar(b)) for b in frame_to_bars(source.iloc[:50])]
+    plane.produce([*good, (b"AMZN", b"not json")])
+    assert plane.drain(timeout=120) == ExitCode.INVALID_SPEC, plane.last_output
+    out = plane.last_output
+    assert f"cannot dead-letter {plane.topic}:" in out
+    assert f"max.message.bytes of {dlq_topic(plane.topic)}" in out
+    assert plane.committed() == 0  # its batch stays for the restart after the fix
+    ref = next(line for line in out.splitlines() if "its value is kept at" in line)
+    assert "/_dead-letters/" in ref
 
 
 def test_a_corrupt_day_blob_is_named_by_readers_and_quarantined_by_the_writer(

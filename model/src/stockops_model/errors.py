@@ -87,3 +87,13 @@ class CorruptObjectError(StoreError):
     def __init__(self, message: str, *, name: str) -> None:
         super().__init__(message)
         self.name = name
+
+
+class DeadLetterError(StockopsError):
+    """A malformed message cannot be dead-lettered even as a small pointer record.
+
+    The dead-letter topic is configured too small (or refuses the sink); retrying will not
+    help, so it maps to the invalid-spec exit code. The message names the record and the fix.
+    """
+
+    exit_code = ExitCode.INVALID_SPEC

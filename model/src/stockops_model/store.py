@@ -87,6 +87,7 @@ from stockops_model.errors import BarValidationError, CorruptObjectError, StoreE
 __all__ = [
     "ARROW_SCHEMA",
     "CONTAINER_PATTERN",
+    "DEAD_LETTER_DIR",
     "MARKET_TZ",
     "MAX_WRITE_ATTEMPTS",
     "OBJECT_SUFFIX",
@@ -106,6 +107,7 @@ __all__ = [
     "TimeLike",
     "connect_backend",
     "day_object_name",
+    "dead_letter_object_name",
     "decode_day",
     "decode_table",
     "encode_day",
@@ -148,6 +150,8 @@ MAX_WRITE_ATTEMPTS = 12
 # Where unreadable day objects are copied before their day is rewritten. Symbols start with
 # a letter (SYMBOL_PATTERN), so this folder can never be taken for a symbol's.
 QUARANTINE_DIR = "_quarantine"
+# Where the sink keeps a malformed message too large for its dead-letter topic.
+DEAD_LETTER_DIR = "_dead-letters"
 OPAQUE_CONTENT_TYPE = "application/octet-stream"
 
 
@@ -193,6 +197,12 @@ def quarantine_object_name(prefix: str, name: str, data: bytes) -> str:
     rest = name[len(head) :] if name.startswith(head) else name
     digest = hashlib.sha256(data).hexdigest()[:16]
     return f"{head}{QUARANTINE_DIR}/{rest}.{digest}"
+
+
+def dead_letter_object_name(prefix: str, topic: str, partition: int, offset: int) -> str:
+    """``{prefix}/_dead-letters/{topic}/{partition}/{offset}``: one name per Kafka record."""
+    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    return f"{head}{DEAD_LETTER_DIR}/{topic}/{partition}/{offset}"
 
 
 # --------------------------------------------------------------------------- Parquet codec
@@ -410,6 +420,30 @@ class BarStore:
 
     def _where(self, name: str) -> str:
         return f"{self.backend.url}/{name}"
+
+    async def put_dead_letter(
+        self, topic: str, partition: int, offset: int, data: bytes, metadata: dict[str, str]
+    ) -> str:
+        """Keep the raw bytes of one dead message; returns where (a URL to put in a header).
+
+        The name is the record's topic/partition/offset, so writing it again after a crash
+        is harmless: an existing object holds the same record's bytes and is left as is.
+
+        Raises:
+            StoreError: the store cannot be written (retry: nothing was lost yet).
+        """
+        name = dead_letter_object_name(self.prefix, topic, partition, offset)
+        try:
+            await self.backend.put(
+                name, data, if_match=None, metadata=metadata, content_type=OPAQUE_CONTENT_TYPE
+            )
+        except PreconditionFailedError:
+            pass
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot write {name} to {self.backend.url}: {exc}") from exc
+        return self._where(name)
 
     async def _quarantine(self, name: str, data: bytes, reason: str) -> str:
         """Copy the unreadable bytes of `name` aside (idempotently); returns the copy's name."""

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from stockops_model.bars import Bar, frame_to_bars, normalise_frame
-from stockops_model.bus import MemoryBus, MemorySubscription, Subscription
+from stockops_model.bus import MemoryBus, MemorySubscription, Record, Subscription
 from stockops_model.errors import BarValidationError
 from stockops_model.feed import publish_bars
 from stockops_model.loaders import load_bars
@@ -22,10 +22,17 @@ from stockops_model.messages import decode_bar, encode_bar
 from stockops_model.sink import (
     ORIGINAL_OFFSET_HEADER,
     ORIGINAL_PARTITION_HEADER,
+    ORIGINAL_TIMESTAMP_HEADER,
+    ORIGINAL_TOPIC_HEADER,
+    PAYLOAD_BYTES_HEADER,
+    PAYLOAD_REF_HEADER,
     REASON_HEADER,
+    REASON_MAX_CHARS,
+    DeadLetter,
     Sink,
     SinkConfig,
     dlq_topic,
+    record_size,
 )
 from stockops_model.store import BarStore, FileBackend
 
@@ -314,3 +321,63 @@ async def test_metrics_count_stored_bars_and_dead_letters(
     assert REGISTRY.get_sample_value("stockops_sink_dead_letters_total") == 1
     assert REGISTRY.get_sample_value("stockops_sink_quarantined_objects_total") == 1
     assert REGISTRY.get_sample_value("stockops_sink_batch_seconds_count") == sink.stats.batches
+
+
+async def test_a_dead_letter_is_the_original_record_with_context_in_headers(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    bus = MemoryBus(partitions=1)
+    await feed(bus, source.iloc[:20])
+    original = bus.append(TOPIC, b'{"v": 1, "symbol": "AMZN"', b"AMZN", [("trace-id", b"abc")])
+    await drain(bus, tmp_path)
+    (dead,) = bus.records(dlq_topic(TOPIC))
+    assert (dead.key, dead.value) == (original.key, original.value)  # byte for byte
+    headers = dict(dead.headers)
+    assert headers["trace-id"] == b"abc"  # the producer's own headers travel along
+    assert headers[ORIGINAL_TOPIC_HEADER] == TOPIC.encode()
+    assert headers[ORIGINAL_PARTITION_HEADER] == b"0"
+    assert headers[ORIGINAL_OFFSET_HEADER] == str(original.offset).encode()
+    assert headers[ORIGINAL_TIMESTAMP_HEADER] == str(original.timestamp_ms).encode()
+    assert headers[REASON_HEADER].startswith(b"bad JSON")
+    assert PAYLOAD_REF_HEADER not in headers
+
+
+def test_a_long_reason_is_capped_so_it_cannot_double_the_record() -> None:
+    rec = Record(TOPIC, 0, 7, b"AMZN", b"x" * 50)
+    letter = DeadLetter.of(rec, "r" * 100_000)
+    reason = dict(letter.headers)[REASON_HEADER].decode()
+    assert len(reason) == REASON_MAX_CHARS
+    assert reason.startswith("rrr")
+    assert letter.size < 50 + 2 * REASON_MAX_CHARS
+    assert record_size(b"k", b"v" * 1000, []) > 1000
+
+
+async def test_a_dead_letter_too_large_for_the_dlq_is_kept_in_the_store_with_a_pointer(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    bus = MemoryBus(partitions=1)
+    await feed(bus, source.iloc[:100])
+    huge = b"\xff" + b"not a bar " * 500  # 5,001 bytes, not UTF-8
+    small = b"[]"
+    big_rec = bus.append(TOPIC, huge, b"AMZN", [("trace-id", b"t1")])
+    bus.append(TOPIC, small, b"AXP")
+    sink = await drain(bus, tmp_path, dlq_max_bytes=2_000, give_up_after_s=5)
+
+    assert len(await stored(tmp_path)) == 100
+    assert sum(bus.committed(TOPIC, "stockops-sink").values()) == 102
+    pointer, plain = bus.records(dlq_topic(TOPIC))
+    assert plain.value == small  # a small dead letter is unaffected
+    assert pointer.key == b"AMZN"
+    assert pointer.value == b""
+    assert record_size(pointer.key, pointer.value, pointer.headers) <= 2_000
+    headers = dict(pointer.headers)
+    assert headers[REASON_HEADER].startswith(b"not UTF-8")
+    assert headers[ORIGINAL_OFFSET_HEADER] == str(big_rec.offset).encode()
+    assert headers[PAYLOAD_BYTES_HEADER] == str(len(huge)).encode()
+    assert headers["trace-id"] == b"t1"
+    ref = headers[PAYLOAD_REF_HEADER].decode()
+    expected = f"bars/_dead-letters/{TOPIC}/0/{big_rec.offset}"
+    assert ref == f"{tmp_path.as_uri()}/{expected}"
+    assert (tmp_path / expected).read_bytes() == huge  # not one byte lost
+    assert sink.stats.dead_lettered == 2
+    assert sink.stats.dead_letters_offloaded == 1
