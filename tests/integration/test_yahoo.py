@@ -26,7 +26,12 @@ import pytest
 
 from stockops_model.bars import Bar
 from stockops_model.clock import FakeClock
-from stockops_model.errors import ServiceUnavailableError, SourceError
+from stockops_model.errors import (
+    ExitCode,
+    ServiceUnavailableError,
+    SourceConfigError,
+    SourceError,
+)
 from stockops_model.loaders import load_bars
 from stockops_model.sources.yahoo import YahooSource, parse_chart
 
@@ -63,18 +68,22 @@ class Seen:
 
 
 class RecordedYahoo:
-    """A threaded HTTP server on 127.0.0.1 that plays a queue of replies."""
+    """A threaded HTTP server on 127.0.0.1 that plays a queue of replies.
+
+    A symbol given a reply of its own (`answer`) gets that reply every time instead.
+    """
 
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
         self.requests: list[Seen] = []
+        self.by_symbol: dict[str, Reply | deque[Reply]] = {}
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 outer.requests.append(Seen(parts.path, parse_qs(parts.query), dict(self.headers)))
-                reply = outer.replies.popleft() if outer.replies else Reply(599, b"no reply left")
+                reply = outer.next_reply(parts.path.rsplit("/", 1)[-1])
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.on_serve is not None:
@@ -112,6 +121,22 @@ class RecordedYahoo:
 
     def queue(self, *replies: Reply) -> None:
         self.replies.extend(replies)
+
+    def answer(self, symbol: str, *replies: Reply) -> None:
+        """Answer `symbol` with these replies in turn, the last one for ever after."""
+        self.by_symbol[symbol] = replies[0] if len(replies) == 1 else deque(replies)
+
+    def next_reply(self, symbol: str) -> Reply:
+        mine = self.by_symbol.get(symbol)
+        if isinstance(mine, Reply):
+            return mine
+        if mine is not None:
+            return mine.popleft() if len(mine) > 1 else mine[0]
+        return self.replies.popleft() if self.replies else Reply(599, b"no reply left")
+
+    def requested(self, symbol: str) -> int:
+        """How many requests asked for `symbol`'s chart."""
+        return sum(1 for seen in self.requests if seen.path.endswith(f"/{symbol}"))
 
 
 @pytest.fixture
@@ -196,8 +221,14 @@ async def test_polls_emit_each_bar_once_in_order_until_a_chart_error(
         Reply(404, recorded("error_not_found.json")),
     )
     clock = FakeClock(POLL1_AT)
-    # The second poll lands exactly when the second recording was taken.
-    src = source(yahoo, clock, poll_seconds=(POLL2_AT - POLL1_AT).total_seconds())
+    # The second poll lands exactly when the second recording was taken. The only symbol
+    # failing once is "every symbol failing persistently" when one failure is the limit.
+    src = source(
+        yahoo,
+        clock,
+        poll_seconds=(POLL2_AT - POLL1_AT).total_seconds(),
+        give_up_after_failures=1,
+    )
     bars: list[Bar] = []
     with pytest.raises(SourceError, match="Not Found"):
         await drain(src, bars)
@@ -245,24 +276,39 @@ async def test_an_empty_chart_yields_nothing(yahoo: RecordedYahoo, name: str) ->
 
 
 async def test_a_chart_error_is_reported_in_yahoos_words_and_not_retried(
-    yahoo: RecordedYahoo,
+    yahoo: RecordedYahoo, caplog: pytest.LogCaptureFixture
 ) -> None:
     yahoo.queue(Reply(404, recorded("error_not_found.json")))
-    with pytest.raises(SourceError) as info:
-        await poll(source(yahoo, FakeClock(POLL1_AT), symbols=("XYZ",)))
-    assert str(info.value) == (
+    src = source(yahoo, FakeClock(POLL1_AT), symbols=("XYZ",))
+    assert await poll(src) == []  # one failure is not yet a reason to stop the feed
+    failure = src.failing["XYZ"]
+    assert (failure.code, failure.count) == ("Not Found", 1)
+    assert failure.message == (
         "Yahoo chart error for XYZ: Not Found: No data found, symbol may be delisted"
     )
     assert len(yahoo.requests) == 1
+    (warning,) = [r.getMessage() for r in caplog.records if "XYZ" in r.getMessage()]
+    assert "No data found, symbol may be delisted" in warning
+    assert "code Not Found" in warning
 
 
-async def test_a_bad_range_error_is_not_retried_either(yahoo: RecordedYahoo) -> None:
+async def test_a_bad_range_is_a_configuration_error_that_stops_the_feed_at_once(
+    yahoo: RecordedYahoo,
+) -> None:
+    # Two symbols: the request itself is wrong, so the second is not even tried.
     yahoo.queue(Reply(422, recorded("error_unprocessable.json")))
     clock = FakeClock(POLL1_AT)
-    with pytest.raises(SourceError, match="Unprocessable Entity: 1m data not available"):
-        await poll(source(yahoo, clock, range="1mo"))
+    with pytest.raises(SourceConfigError, match="Unprocessable Entity: 1m data not available"):
+        await poll(source(yahoo, clock, symbols=("SPY", "QQQ"), range="1mo"))
     assert len(yahoo.requests) == 1
     assert clock.sleeps == []
+    assert SourceConfigError.exit_code == ExitCode.INVALID_SPEC
+
+
+async def test_access_denied_is_a_configuration_error_too(yahoo: RecordedYahoo) -> None:
+    yahoo.queue(Reply(403, b"<html>Forbidden</html>", content_type="text/html"))
+    with pytest.raises(SourceConfigError, match="HTTP 403"):
+        await poll(source(yahoo, FakeClock(POLL1_AT), symbols=("SPY", "QQQ")))
 
 
 async def test_rate_limits_and_server_errors_are_retried_with_backoff(
@@ -379,24 +425,124 @@ async def test_a_minute_that_closes_while_the_request_is_in_flight_is_not_emitte
     )
 
 
-async def test_a_round_that_fails_part_way_loses_no_bar_of_the_symbols_fetched_before(
+async def test_one_bad_ticker_does_not_stop_the_others(
+    yahoo: RecordedYahoo, caplog: pytest.LogCaptureFixture
+) -> None:
+    poll1, poll2 = recorded("spy_2011-01-04_poll1.json"), recorded("spy_2011-01-04_poll2.json")
+    yahoo.answer("SPY", Reply(body=poll1), Reply(body=poll2))
+    yahoo.answer("XYZ", Reply(404, recorded("error_not_found.json")))
+    yahoo.answer("QQQ", Reply(body=poll1), Reply(body=poll2))
+    clock = FakeClock(POLL1_AT)
+    src = source(yahoo, clock, symbols=("SPY", "XYZ", "QQQ"))
+    async with src.client() as client:
+        first = await src.poll_once(client)
+        clock.advance((POLL2_AT - clock.now()).total_seconds())
+        second = await src.poll_once(client)
+    for symbol in ("SPY", "QQQ"):
+        bars = [(b.ts, b.close) for b in [*first, *second] if b.symbol == symbol]
+        assert bars == expected_closed("spy_2011-01-04_poll2.json", POLL2_AT)
+    assert not [b for b in [*first, *second] if b.symbol == "XYZ"]
+    assert yahoo.requested("XYZ") == 2  # retried on the next poll
+    assert src.failing["XYZ"].count == 2
+    assert set(src.failing) == {"XYZ"}
+    logged = [r for r in caplog.records if "XYZ" in r.getMessage()]
+    assert len(logged) == 2
+    assert all("Not Found" in r.getMessage() and "delisted" in r.getMessage() for r in logged)
+
+
+async def test_a_failing_ticker_is_retried_with_backoff_not_every_poll(
     yahoo: RecordedYahoo,
 ) -> None:
-    poll1 = recorded("spy_2011-01-04_poll1.json")
-    yahoo.queue(
-        Reply(body=poll1),  # SPY
-        Reply(404, recorded("error_not_found.json")),  # QQQ: the round fails
-        Reply(body=poll1),  # SPY, next round
-        Reply(body=poll1),  # QQQ
-    )
-    src = source(yahoo, FakeClock(POLL1_AT), symbols=("SPY", "QQQ"))
+    yahoo.answer("SPY", Reply(body=recorded("spy_2011-01-04_poll1.json")))
+    yahoo.answer("XYZ", Reply(404, recorded("error_not_found.json")))
+    clock = FakeClock(POLL1_AT)
+    src = source(yahoo, clock, symbols=("SPY", "XYZ"), symbol_backoff_max=600.0)
+    tried_at: list[int] = []
     async with src.client() as client:
-        with pytest.raises(SourceError, match="QQQ"):
-            await src.poll_once(client)
-        bars = await src.poll_once(client)
+        for round_ in range(1, 41):
+            before = yahoo.requested("XYZ")
+            await src.poll_once(client)  # never raises: SPY keeps answering
+            if yahoo.requested("XYZ") > before:
+                tried_at.append(round_)
+            clock.advance(60)
+    # Sits out 0, 1, 3, 7 polls, then at most 600 s / 60 s = 10 polls apart.
+    assert tried_at == [1, 2, 4, 8, 16, 26, 36]
+    assert yahoo.requested("SPY") == 40
+
+
+async def test_a_ticker_that_answers_again_streams_again(yahoo: RecordedYahoo) -> None:
+    not_found = Reply(404, recorded("error_not_found.json"))
+    yahoo.answer("SPY", Reply(body=recorded("spy_2011-01-04_poll1.json")))
+    yahoo.answer("QQQ", not_found, not_found, Reply(body=recorded("spy_2011-01-04_poll1.json")))
+    src = source(yahoo, FakeClock(POLL1_AT), symbols=("SPY", "QQQ"))
+    got: list[Bar] = []
+    async with src.client() as client:
+        for _ in range(4):  # QQQ: fails, fails, sits out one poll, answers
+            got.extend(await src.poll_once(client))
     expected = expected_closed("spy_2011-01-04_poll1.json", POLL1_AT)
-    assert [(b.ts, b.close) for b in bars if b.symbol == "SPY"] == expected
-    assert [(b.ts, b.close) for b in bars if b.symbol == "QQQ"] == expected
+    assert [(b.ts, b.close) for b in got if b.symbol == "QQQ"] == expected
+    assert [(b.ts, b.close) for b in got if b.symbol == "SPY"] == expected
+    assert src.failing == {}
+
+
+async def test_the_feed_fails_only_when_every_ticker_fails_persistently(
+    yahoo: RecordedYahoo,
+) -> None:
+    yahoo.answer("XYZ", Reply(404, recorded("error_not_found.json")))
+    yahoo.answer("ABCD", Reply(404, b"<html>Not Found</html>", content_type="text/html"))
+    clock = FakeClock(POLL1_AT)
+    src = source(yahoo, clock, symbols=("XYZ", "ABCD"), poll_seconds=60)
+    bars: list[Bar] = []
+    with pytest.raises(SourceError) as info:
+        await drain(src, bars)
+    assert not isinstance(info.value, SourceConfigError)
+    message = str(info.value)
+    assert "every symbol failed 5 or more polls in a row" in message
+    assert "XYZ: Not Found: No data found, symbol may be delisted" in message
+    assert "HTTP 404 for ABCD" in message
+    # Five tries each, on polls 1, 2, 4, 8 and 16; the feed polled on schedule between.
+    assert (yahoo.requested("XYZ"), yahoo.requested("ABCD")) == (5, 5)
+    assert clock.sleeps == [60.0] * 15
+    assert bars == []
+
+
+async def test_a_ticker_whose_retries_run_out_is_isolated_while_others_answer(
+    yahoo: RecordedYahoo,
+) -> None:
+    yahoo.answer("SPY", Reply(body=recorded("spy_2011-01-04_poll1.json")))
+    yahoo.answer("QQQ", Reply(503, b"Service Unavailable", content_type="text/plain"))
+    clock = FakeClock(POLL1_AT)
+    src = source(yahoo, clock, symbols=("QQQ", "SPY"), max_retries=1)
+    bars = await poll(src)
+    assert len(bars) == len(expected_closed("spy_2011-01-04_poll1.json", POLL1_AT))
+    assert yahoo.requested("QQQ") == 2  # its own retry still happened
+    assert src.failing["QQQ"].code == "unavailable"
+    assert "HTTP 503" in src.failing["QQQ"].message
+
+
+async def test_symbol_errors_are_counted_in_the_feed_metric(yahoo: RecordedYahoo) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from stockops_model.feed import FeedMetrics
+
+    registry = CollectorRegistry()
+    metrics = FeedMetrics(registry)
+    yahoo.answer("SPY", Reply(body=recorded("spy_2011-01-04_poll1.json")))
+    yahoo.answer("XYZ", Reply(404, recorded("error_not_found.json")))
+    src = source(
+        yahoo, FakeClock(POLL1_AT), symbols=("SPY", "XYZ"), on_symbol_error=metrics.source_error
+    )
+    async with src.client() as client:
+        for _ in range(4):
+            await src.poll_once(client)
+    labels = {"symbol": "XYZ", "code": "Not Found"}
+    assert registry.get_sample_value("stockops_feed_source_errors_total", labels) == 3
+    assert (
+        registry.get_sample_value(
+            "stockops_feed_source_errors_total", {"symbol": "SPY", "code": "Not Found"}
+        )
+        is None
+    )
 
 
 async def test_an_answer_that_trickles_in_times_out_as_a_whole_and_is_retried(

@@ -97,3 +97,26 @@ class DeadLetterError(StockopsError):
     """
 
     exit_code = ExitCode.INVALID_SPEC
+
+
+class SourceSymbolError(SourceError):
+    """One symbol of a market-data source failed (unknown, delisted, a malformed answer).
+
+    The other symbols may be fine: a source isolates it and retries it later. `code` is
+    the source's own word for the error (Yahoo's ``chart.error.code``, e.g. "Not Found").
+    """
+
+    def __init__(self, message: str, *, symbol: str, code: str, description: str = "") -> None:
+        super().__init__(message)
+        self.symbol = symbol
+        self.code = code
+        self.description = description
+
+
+class SourceConfigError(SourceError):
+    """A market-data source refuses the request itself (bad range or interval, access denied).
+
+    No symbol will do better, so the feed stops; fix the source settings or the spec.
+    """
+
+    exit_code = ExitCode.INVALID_SPEC

@@ -11,6 +11,12 @@ A finite source (replay, synthetic) ends the command with exit 0 after the final
 SIGTERM stops the source, flushes what was already published and exits 0. A feed that is
 restarted re-publishes from the source's beginning (replay) or from the source's own window
 (yahoo); that is safe because the sink stores bars idempotently.
+
+A live source isolates a failing symbol rather than stopping (see
+`stockops_model.sources.yahoo`: a delisted ticker is logged, backed off and retried while
+the others stream). ``--metrics-port`` serves Prometheus counters: bars published, and
+``stockops_feed_source_errors_total{symbol, code}``, the failed requests per symbol with
+the source's error code, which is where an isolated ticker shows up.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from stockops_model.errors import ExitCode, SpecError
 from stockops_model.messages import encode_bar, encode_key
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from stockops_model.bars import Bar
     from stockops_model.bus import Publisher
     from stockops_model.spec import StockModel
@@ -38,12 +46,40 @@ log = logging.getLogger(__name__)
 FLUSH_EVERY_S = 1.0
 
 
+class FeedMetrics:
+    """Prometheus metrics of a feed process (``--metrics-port``).
+
+    Args:
+        registry: where to register; None is the process-wide default registry (one
+            instance per process then), tests pass their own.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import REGISTRY, Counter
+
+        where = registry if registry is not None else REGISTRY
+        self.bars = Counter(
+            "stockops_feed_bars_published_total", "Bars published to the bus", registry=where
+        )
+        self.source_errors = Counter(
+            "stockops_feed_source_errors_total",
+            "Failed source requests per symbol and error code (the symbol is retried later)",
+            ["symbol", "code"],
+            registry=where,
+        )
+
+    def source_error(self, symbol: str, code: str) -> None:
+        """Count one failed request of `symbol` (the source's `on_symbol_error` hook)."""
+        self.source_errors.labels(symbol=symbol, code=code).inc()
+
+
 async def publish_bars(
     bars: AsyncIterator[Bar],
     publisher: Publisher,
     topic: str,
     *,
     limit: int | None = None,
+    metrics: FeedMetrics | None = None,
 ) -> int:
     """Publish every bar of `bars` to `topic` and flush; returns how many were published.
 
@@ -56,6 +92,8 @@ async def publish_bars(
         async for bar in bars:
             await publisher.publish(topic, encode_bar(bar), key=encode_key(bar))
             count += 1
+            if metrics is not None:
+                metrics.bars.inc()
             now = time.monotonic()
             if now - last_flush >= FLUSH_EVERY_S:
                 await publisher.flush()
@@ -110,6 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-create-topic", action="store_true", help="do not create the topic when missing"
     )
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port (default: off)"
+    )
 
 
 def _resolve(args: argparse.Namespace) -> tuple[StockModel | None, str, list[str], dict[str, Any]]:
@@ -155,6 +196,14 @@ def run(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         client_id="stockops-feed",
     )
+    metrics: FeedMetrics | None = None
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        metrics = FeedMetrics()
+        start_http_server(args.metrics_port)
+        if kind == "yahoo":
+            options["on_symbol_error"] = metrics.source_error
     source = build_source(kind, symbols=symbols, **options)
 
     async def main() -> int:
@@ -164,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         publisher = bus.publisher()
         await publisher.start()
         task = asyncio.create_task(
-            publish_bars(source.stream(), publisher, topic, limit=args.limit)
+            publish_bars(source.stream(), publisher, topic, limit=args.limit, metrics=metrics)
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

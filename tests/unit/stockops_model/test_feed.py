@@ -60,3 +60,20 @@ async def test_published_messages_are_the_wire_format_keyed_by_symbol() -> None:
     for rec in records:
         bar = decode_bar(rec.value)
         assert rec.key == b"AXP" == bar.symbol.encode()
+
+
+async def test_published_bars_are_counted_when_the_feed_has_metrics() -> None:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    metrics = feed.FeedMetrics(registry)
+    source = build_source("replay", symbols=["AMZN"], path=str(DATA), end="2018-03-08")
+    bus = MemoryBus(partitions=1)
+    count = await feed.publish_bars(
+        source.stream(), bus.publisher(), "bars", limit=30, metrics=metrics
+    )
+    assert registry.get_sample_value("stockops_feed_bars_published_total") == count == 30
+    metrics.source_error("XYZ", "Not Found")
+    labels = {"symbol": "XYZ", "code": "Not Found"}
+    assert registry.get_sample_value("stockops_feed_source_errors_total", labels) == 1
+    assert parse("--metrics-port", "9108").metrics_port == 9108

@@ -239,3 +239,21 @@ def test_build_source_explains_bad_requests() -> None:
         build_source("yahoo", symbols=[])
     with pytest.raises(SpecError, match=r"\^GSPC do not fit the bar schema"):
         build_source("yahoo", symbols=["AAPL", "^GSPC"])
+    with pytest.raises(SpecError, match="give_up_after_failures must be >= 1"):
+        build_source("yahoo", symbols=["AAPL"], give_up_after_failures=0)
+
+
+def test_a_yahoo_source_backs_off_a_failing_symbol_up_to_the_configured_wait() -> None:
+    seen: list[tuple[str, str]] = []
+    source = build_source(
+        "yahoo",
+        symbols=["AAPL"],
+        poll_seconds=60,
+        symbol_backoff_max=1800,
+        on_symbol_error=lambda symbol, code: seen.append((symbol, code)),
+    )
+    assert isinstance(source, YahooSource)
+    assert source.max_skip == 29  # a request every 30 polls, 30 minutes, at the longest
+    assert source.on_symbol_error is not None
+    source.on_symbol_error("AAPL", "Not Found")
+    assert seen == [("AAPL", "Not Found")]

@@ -25,12 +25,30 @@ in which a minute without trades is `null`. What this module does with it:
   session is told by `parse_chart` (from the meta's trading periods, else the US
   regular-hours rule); `regular_hours=True` keeps only the regular session.
 
-Errors: 429, 5xx, timeouts, connection errors and undecodable bodies are retried with
-exponential backoff and full jitter, honouring `Retry-After` (capped at
+Errors of one request: 429, 5xx, timeouts, connection errors and undecodable bodies are
+retried with exponential backoff and full jitter, honouring `Retry-After` (capped at
 `MAX_RETRY_AFTER` seconds); when retries run out, `ServiceUnavailableError`. A
-`chart.error` payload (404 "Not Found: No data found, symbol may be delisted", 422 for a
-bad range) is not retried: `SourceError` quoting Yahoo's code and description. An empty
-result (`result` null or no `timestamp`, e.g. a holiday) yields nothing.
+`chart.error` payload is not retried within the request: a request error (400 "Bad
+Request", 422 "Unprocessable Entity" for a bad range or interval, 401/403 access denied)
+is a `SourceConfigError`; anything else (404 "Not Found: No data found, symbol may be
+delisted", a payload that is not a chart) is a `SourceSymbolError` quoting Yahoo's code
+and description. An empty result (`result` null or no `timestamp`, e.g. a holiday) yields
+nothing.
+
+Errors of the feed (`YahooSource`): one bad ticker must not stop the others. A symbol
+whose request fails (a `SourceSymbolError`, or retries that ran out while other symbols
+answered) is logged with Yahoo's code and description, reported to `on_symbol_error` (the
+feed counts it in ``stockops_feed_source_errors_total``), skipped for a while and retried:
+after its n-th consecutive failure it sits out 2^(n-1) - 1 polls (0, 1, 3, 7, ...), at
+most `symbol_backoff_max` seconds' worth, so a delisted ticker costs one request every
+half hour rather than one a minute. The first answer with a chart clears its record. The
+feed stops only when
+
+* the error is a configuration error (`SourceConfigError`, at once: no symbol can work);
+* every symbol polled in a round failed transiently, i.e. Yahoo itself is unreachable
+  (`ServiceUnavailableError`, as before: the orchestrator restarts the feed);
+* every symbol has failed `give_up_after_failures` times in a row (`SourceError` naming
+  each symbol and Yahoo's words; with the default 5 and 60 s polls, about 16 minutes).
 
 Limits: an unofficial API with no SLA; Yahoo rate-limits clients without a browser-like
 User-Agent; range=1d after midnight returns the previous session until pre-market opens.
@@ -44,7 +62,7 @@ import logging
 import math
 import random
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -58,7 +76,9 @@ from stockops_model.clock import Clock, SystemClock
 from stockops_model.errors import (
     BarValidationError,
     ServiceUnavailableError,
+    SourceConfigError,
     SourceError,
+    SourceSymbolError,
     SpecError,
 )
 from stockops_model.loaders import is_regular_hours
@@ -73,6 +93,12 @@ BAR_SECONDS = 60
 PRICE_DECIMALS = 4
 
 _EASTERN = ZoneInfo("America/New_York")
+
+# Yahoo's chart.error codes (and HTTP statuses) that reject the request, not the symbol.
+CONFIG_ERROR_CODES = frozenset({"Bad Request", "Unprocessable Entity", "Unauthorized", "Forbidden"})
+CONFIG_ERROR_STATUSES = frozenset({400, 401, 403, 422})
+# The code under which a symbol whose retries ran out is counted.
+UNAVAILABLE_CODE = "unavailable"
 
 Session = Literal["pre", "regular", "post"]
 _SESSIONS: tuple[Session, ...] = ("pre", "regular", "post")
@@ -137,29 +163,27 @@ def parse_chart(payload: Any, symbol: str) -> Chart:
     """
     chart = payload.get("chart") if isinstance(payload, dict) else None
     if not isinstance(chart, dict):
-        raise SourceError(f"Yahoo answered something that is not a chart for {symbol}")
+        raise _malformed(symbol, f"Yahoo answered something that is not a chart for {symbol}")
     error = chart.get("error")
     if error:
-        if isinstance(error, dict):
-            code = error.get("code") or "error"
-            description = error.get("description") or "no description"
-            raise SourceError(f"Yahoo chart error for {symbol}: {code}: {description}")
-        raise SourceError(f"Yahoo chart error for {symbol}: {error}")
+        raise chart_error(symbol, error)
     results = chart.get("result")
     if not results:
         return Chart(symbol=symbol, meta=None, bars=())
     if not isinstance(results, list):
-        raise SourceError(f"Yahoo chart for {symbol}: result is not a list")
+        raise _malformed(symbol, f"Yahoo chart for {symbol}: result is not a list")
     result = results[0]
     if not isinstance(result, dict):
-        raise SourceError(f"Yahoo chart for {symbol}: result[0] is not an object")
+        raise _malformed(symbol, f"Yahoo chart for {symbol}: result[0] is not an object")
     meta = _parse_meta(result.get("meta"), symbol)
     stamps = result.get("timestamp") or []
     quotes = (result.get("indicators") or {}).get("quote") or [{}]
     quote = quotes[0] if isinstance(quotes[0], dict) else {}
     columns = {k: quote.get(k) or [] for k in ("open", "high", "low", "close", "volume")}
     if any(len(values) != len(stamps) for key, values in columns.items() if quote.get(key)):
-        raise SourceError(f"Yahoo chart for {symbol}: quote arrays and timestamps differ in length")
+        raise _malformed(
+            symbol, f"Yahoo chart for {symbol}: quote arrays and timestamps differ in length"
+        )
     if not stamps or not all(columns[k] for k in ("open", "high", "low", "close")):
         return Chart(symbol=symbol, meta=meta, bars=())
     volumes = columns["volume"] or [None] * len(stamps)
@@ -195,6 +219,31 @@ def parse_chart(payload: Any, symbol: str) -> Chart:
         bars[ts] = ChartBar(bar=bar, session=_session_of(ts, meta))
     ordered = tuple(bars[t] for t in sorted(bars))
     return Chart(symbol, meta, ordered, null_minutes=nulls, unaligned=unaligned, invalid=invalid)
+
+
+def chart_error(symbol: str, error: Any, status: int | None = None) -> SourceError:
+    """The exception for a `chart.error` payload, in Yahoo's words.
+
+    A request error (`CONFIG_ERROR_CODES`, `CONFIG_ERROR_STATUSES`) is a
+    `SourceConfigError`; anything else concerns this symbol, a `SourceSymbolError`.
+    """
+    if isinstance(error, dict):
+        code = str(error.get("code") or "error")
+        description = str(error.get("description") or "no description")
+        message = f"Yahoo chart error for {symbol}: {code}: {description}"
+    else:
+        code, description = "error", str(error)
+        message = f"Yahoo chart error for {symbol}: {error}"
+    if code in CONFIG_ERROR_CODES or status in CONFIG_ERROR_STATUSES:
+        return SourceConfigError(
+            f"{message} (the request itself is refused: check the source "
+            "settings, e.g. range, interval, user agent)"
+        )
+    return SourceSymbolError(message, symbol=symbol, code=code, description=description)
+
+
+def _malformed(symbol: str, message: str) -> SourceSymbolError:
+    return SourceSymbolError(message, symbol=symbol, code="malformed", description=message)
 
 
 @dataclass
@@ -267,7 +316,9 @@ class YahooChartClient:
         """GET one chart and return its decoded JSON, retrying transient failures.
 
         Raises:
-            SourceError: Yahoo answered with a `chart.error` or a non-retryable status.
+            SourceConfigError: Yahoo refused the request itself (400, 401, 403, 422).
+            SourceSymbolError: Yahoo answered with a `chart.error` about this symbol (404
+                "Not Found") or another non-retryable status.
             ServiceUnavailableError: every attempt failed transiently.
         """
         params = {"interval": "1m", "range": range_, "includePrePost": "true"}
@@ -319,16 +370,24 @@ class YahooChartClient:
             payload = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             if status >= 400:
-                raise SourceError(
-                    f"Yahoo answered HTTP {status} for {symbol}: {response.text[:200]!r}"
-                ) from None
+                raise self._status_error(symbol, response) from None
             raise _TransientError(f"HTTP {status} with a body that is not JSON") from None
         chart = payload.get("chart") if isinstance(payload, dict) else None
         if isinstance(chart, dict) and chart.get("error"):
-            parse_chart(payload, symbol)  # raises the SourceError with Yahoo's words
+            raise chart_error(symbol, chart["error"], status)
         if status >= 400:
-            raise SourceError(f"Yahoo answered HTTP {status} for {symbol}: {response.text[:200]!r}")
+            raise self._status_error(symbol, response)
         return payload
+
+    @staticmethod
+    def _status_error(symbol: str, response: httpx.Response) -> SourceError:
+        status = response.status_code
+        message = f"Yahoo answered HTTP {status} for {symbol}: {response.text[:200]!r}"
+        if status in CONFIG_ERROR_STATUSES:
+            return SourceConfigError(message)
+        return SourceSymbolError(
+            message, symbol=symbol, code=f"HTTP {status}", description=response.text[:200]
+        )
 
     def _retry_after(self, response: httpx.Response) -> float | None:
         value = response.headers.get("Retry-After")
@@ -348,8 +407,22 @@ class YahooChartClient:
         return seconds if math.isfinite(seconds) else None
 
 
+@dataclass
+class SymbolFailure:
+    """The failure record of one symbol: consecutive failures and polls left to sit out."""
+
+    symbol: str
+    code: str
+    message: str
+    count: int = 0
+    skip: int = 0
+
+
 class YahooSource:
     """Polls the chart of each symbol and yields newly closed bars, until cancelled.
+
+    One failing symbol is isolated and retried with backoff; see the module docstring for
+    when the whole source fails.
 
     Args:
         symbols: tickers as Yahoo spells them (upper case, e.g. AAPL, BRK-B).
@@ -364,6 +437,10 @@ class YahooSource:
         regular_hours: keep only bars of the regular session.
         user_agent: the User-Agent header.
         rng: random source of the jitter (seed it for reproducible tests).
+        give_up_after_failures: consecutive failed polls of every symbol that end the feed.
+        symbol_backoff_max: longest wait, in seconds, between two tries of a failing symbol.
+        on_symbol_error: called with (symbol, code) for every failed request of a symbol,
+            e.g. to count it in a metric.
     """
 
     name = "yahoo"
@@ -383,11 +460,18 @@ class YahooSource:
         regular_hours: bool = False,
         user_agent: str = DEFAULT_USER_AGENT,
         rng: random.Random | None = None,
+        give_up_after_failures: int = 5,
+        symbol_backoff_max: float = 1800.0,
+        on_symbol_error: Callable[[str, str], None] | None = None,
     ) -> None:
         if not symbols:
             raise SpecError("yahoo source: at least one symbol is needed")
         if poll_seconds <= 0 or timeout <= 0 or max_retries < 0:
             raise SpecError("yahoo source: poll_seconds and timeout must be > 0, retries >= 0")
+        if give_up_after_failures < 1 or symbol_backoff_max < 0:
+            raise SpecError(
+                "yahoo source: give_up_after_failures must be >= 1, symbol_backoff_max >= 0"
+            )
         self.symbols = [s.upper() for s in symbols]
         unusable = [s for s in self.symbols if not re.fullmatch(SYMBOL_PATTERN, s)]
         if unusable:
@@ -405,6 +489,11 @@ class YahooSource:
         self.range = range
         self.regular_hours = regular_hours
         self.user_agent = user_agent
+        self.give_up_after_failures = give_up_after_failures
+        # Polls a failing symbol may sit out in a row: symbol_backoff_max seconds' worth.
+        self.max_skip = max(0, int(symbol_backoff_max // poll_seconds) - 1)
+        self.on_symbol_error = on_symbol_error
+        self.failing: dict[str, SymbolFailure] = {}
         self._emitted: dict[str, datetime] = {}
 
     def client(self) -> YahooChartClient:
@@ -420,17 +509,80 @@ class YahooSource:
     async def poll_once(self, client: YahooChartClient) -> list[Bar]:
         """One round over every symbol: the bars closed since the previous round.
 
-        Every chart is fetched before any bar is selected, so a round that raises part way
-        moves no symbol's mark: the next round still returns the bars of all of them.
+        A symbol that fails is recorded in `failing` and left out of this round (and of
+        the next ones while it backs off); the others' bars are returned. Every chart is
+        fetched before any bar is selected, so a round that raises moves no symbol's mark.
+
+        Raises:
+            SourceConfigError: Yahoo refused the request itself; no symbol can work.
+            ServiceUnavailableError: every symbol polled this round failed transiently.
+            SourceError: every symbol has failed `give_up_after_failures` times in a row.
         """
         charts: list[tuple[Chart, datetime]] = []
+        unavailable: list[ServiceUnavailableError] = []
+        attempted = 0
         for symbol in self.symbols:
+            failure = self.failing.get(symbol)
+            if failure is not None and failure.skip > 0:
+                failure.skip -= 1
+                continue
+            attempted += 1
             # Closedness is judged when the request leaves: Yahoo's snapshot is no older, and
             # a minute that closes while the answer is in flight (or retried) is in it as it
             # was, unfinished; the next poll brings it whole.
             sent = self.clock.now()
-            charts.append((await client.fetch(symbol, self.range), sent))
+            try:
+                chart = await client.fetch(symbol, self.range)
+            except SourceConfigError:
+                raise
+            except SourceSymbolError as exc:
+                self._record_failure(symbol, exc.code, str(exc))
+                continue
+            except ServiceUnavailableError as exc:
+                unavailable.append(exc)
+                self._record_failure(symbol, UNAVAILABLE_CODE, str(exc))
+                continue
+            self._record_success(symbol)
+            charts.append((chart, sent))
+        if attempted and len(unavailable) == attempted:
+            if len(unavailable) == 1:
+                raise unavailable[0]
+            raise ServiceUnavailableError(
+                f"Yahoo failed for all {attempted} symbol(s) polled; first: {unavailable[0]}"
+            )
+        self._check_all_failing()
         return [bar for chart, sent in charts for bar in self.select_new(chart, sent)]
+
+    def _record_failure(self, symbol: str, code: str, message: str) -> None:
+        failure = self.failing.setdefault(symbol, SymbolFailure(symbol, code, message))
+        failure.code, failure.message = code, message
+        failure.count += 1
+        failure.skip = min(2 ** (failure.count - 1) - 1, self.max_skip)
+        if self.on_symbol_error is not None:
+            self.on_symbol_error(symbol, code)
+        log.warning(
+            "Yahoo %s failed (%d in a row, code %s): %s; the other symbols go on, %s",
+            symbol,
+            failure.count,
+            code,
+            message,
+            f"retrying it after {failure.skip} poll(s)" if failure.skip else "retrying next poll",
+        )
+
+    def _record_success(self, symbol: str) -> None:
+        failure = self.failing.pop(symbol, None)
+        if failure is not None:
+            log.info("Yahoo %s answers again after %d failed poll(s)", symbol, failure.count)
+
+    def _check_all_failing(self) -> None:
+        limit = self.give_up_after_failures
+        records = [self.failing.get(s) for s in self.symbols]
+        if all(f is not None and f.count >= limit for f in records):
+            detail = "; ".join(f.message for f in records if f is not None)
+            raise SourceError(
+                f"every symbol failed {limit} or more polls in a row, giving up: {detail}. "
+                "Fix the tickers (spec.tickers) or check that Yahoo still serves them"
+            )
 
     def select_new(self, chart: Chart, now: datetime) -> list[Bar]:
         """The bars of `chart` that are closed at `now` and newer than any emitted before."""
