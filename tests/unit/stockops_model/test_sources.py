@@ -6,6 +6,7 @@ import math
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,8 @@ async def collect(stream: AsyncIterator[Bar], limit: int | None = None) -> list[
 
 
 def eastern_dates(ts: pd.Series) -> pd.Series:
-    return ts.dt.tz_convert("America/New_York").dt.date
+    dates: pd.Series = ts.dt.tz_convert("America/New_York").dt.date
+    return dates
 
 
 # --- replay -------------------------------------------------------------------------------
@@ -209,7 +211,7 @@ async def test_synthetic_speed_paces_on_the_clock() -> None:
         ({"start": "soon"}, "bad start date"),
     ],
 )
-def test_synthetic_rejects_bad_parameters(options: dict[str, object], message: str) -> None:
+def test_synthetic_rejects_bad_parameters(options: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError, match=message):
         build_source("synthetic", symbols=["AAPL"], **options)
 
