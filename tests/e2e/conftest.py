@@ -5,7 +5,9 @@ does it ahead of pytest) and starts one control plane for the whole session. Eac
 needs isolation takes `namespace`, a fresh namespace created as admin. `helm` and `tofu` run
 the built tools without a cluster (lint, template, fmt); `tiny_chart` is a one-template chart.
 `eventually` polls a condition with a deadline, for what controllers do asynchronously (the
-garbage collector).
+garbage collector, the RBAC authorizer's cache, the operator, kopf's Event queue). Its default
+deadline is generous: CI runs the API server, etcd, the operator and the data services on the
+same two cores, and a deadline only costs time when a test is failing anyway.
 """
 
 from __future__ import annotations
@@ -25,10 +27,17 @@ from stockops_model.testing.kube import KubeCluster, install
 
 
 class Eventually(Protocol):
-    """Poll `condition` until it returns a truthy value, which is returned."""
+    """Poll `condition` until it returns a truthy value, which is returned.
+
+    `what` names the condition in the failure message; a callable is asked at that moment
+    (to say what is still missing).
+    """
 
     def __call__(
-        self, condition: Callable[[], Any], timeout: float = ..., what: str = ...
+        self,
+        condition: Callable[[], Any],
+        timeout: float = ...,
+        what: str | Callable[[], str] = ...,
     ) -> Any: ...
 
 
@@ -115,14 +124,19 @@ def tiny_chart(tmp_path: Path) -> Path:
 def eventually() -> Eventually:
     """Poll a condition every 0.2 s until it holds or `timeout` s pass (then the test fails)."""
 
-    def poll(condition: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    def poll(
+        condition: Callable[[], Any],
+        timeout: float = 120.0,
+        what: str | Callable[[], str] = "condition",
+    ) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             result = condition()
             if result:
                 return result
             if time.monotonic() > deadline:
-                pytest.fail(f"{what} did not hold within {timeout:.0f} s")
+                name = what() if callable(what) else what
+                pytest.fail(f"{name} did not hold within {timeout:.0f} s")
             time.sleep(0.2)
 
     return poll
