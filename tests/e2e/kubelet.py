@@ -13,6 +13,11 @@ the operator under test sees Jobs and Deployments behave as in a cluster:
   `completionTime`. `backoffLimit` (a new Pod per retry), `podFailurePolicy` FailJob rules on
   exit codes, `activeDeadlineSeconds` (the process is killed, reason DeadlineExceeded) and
   `ttlSecondsAfterFinished` are honoured. A deleted Job's process is killed.
+* Objects deleted while it works on them (the operator replacing a run, the garbage collector
+  removing a Deployment) are let go, as the real controllers do: a 404 on a status write or a
+  delete is not an error. A Pod whose ConfigMap volume does not exist yet is not started until
+  it does (the real kubelet retries the mount), so a Job created a moment before its StockModel's
+  spec ConfigMap still runs.
 * Deployments: one process per Deployment for its current Pod template (Recreate: a new
   template kills the old process first); a process that exits is restarted after a back-off,
   as `restartPolicy: Always` does. Status: `observedGeneration`, `replicas`,
@@ -103,13 +108,28 @@ class KubeClient:
             params=params,
             headers={"Content-Type": content_type} if body is not None else None,
         )
-        if response.status_code == 404 and method == "GET":
+        # GET of a missing object is an answer; DELETE of one is done already.
+        if response.status_code == 404 and method in ("GET", "DELETE"):
             return None
         response.raise_for_status()
         return response.json()
 
-    def patch_status(self, path: str, status: Mapping[str, Any]) -> None:
-        self.call("PATCH", path + "/status", {"status": status}, "application/merge-patch+json")
+    def patch_status(self, path: str, status: Mapping[str, Any]) -> bool:
+        """Merge `status` into the object at `path`; False if it was deleted meanwhile."""
+        response = self.http.request(
+            "PATCH",
+            path + "/status",
+            json={"status": status},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        if response.status_code == 404:
+            return False
+        response.raise_for_status()
+        return True
+
+
+class VolumeNotReadyError(Exception):
+    """A ConfigMap a Pod mounts does not exist (yet); the kubelet retries on its next round."""
 
 
 class HeldProcess:
@@ -349,7 +369,11 @@ class FakeKubelet:
             )
             return
         if state.attempt is None:
-            state.attempt = self._start_job_pod(job, state)
+            try:
+                state.attempt = self._start_job_pod(job, state)
+            except VolumeNotReadyError as waiting:
+                log.info("fake kubelet: Job %s waits: %s", meta["name"], waiting)
+                return
             self.api.patch_status(path, {"active": 1, "ready": 1})
             return
         code = state.attempt.process.poll()
@@ -444,8 +468,6 @@ class FakeKubelet:
             },
             "spec": template["spec"],
         }
-        self.api.call("POST", f"/api/v1/namespaces/{self.namespace}/pods", pod)
-        self.started_pods.append(pod_name)
         if self.hold_jobs:
             folder = self.work_dir / pod_name
             folder.mkdir(parents=True, exist_ok=True)
@@ -459,7 +481,15 @@ class FakeKubelet:
                 message_policy="File",
             )
         else:
+            # Before the Pod object exists, so a missing volume (VolumeNotReadyError) leaves nothing
+            # behind and the next round starts the Job's one Pod.
             attempt = self._launch(template["spec"], pod_name)
+        try:
+            self.api.call("POST", f"/api/v1/namespaces/{self.namespace}/pods", pod)
+        except BaseException:
+            attempt.kill()
+            raise
+        self.started_pods.append(pod_name)
         self.api.patch_status(
             f"/api/v1/namespaces/{self.namespace}/pods/{pod_name}",
             {
@@ -518,11 +548,16 @@ class FakeKubelet:
                 state.attempt.kill()
                 state.attempt, running = None, False
             if want and not running and time.monotonic() >= state.restart_at:
-                if state.attempt is not None:
-                    state.restarts += 1
-                state.attempt = self._launch(spec["template"]["spec"], None)
-                state.restart_at = time.monotonic() + RESTART_BACKOFF_S * (1 + state.restarts)
-                running = True
+                try:
+                    attempt = self._launch(spec["template"]["spec"], None)
+                except VolumeNotReadyError as waiting:
+                    log.info("fake kubelet: Deployment %s waits: %s", meta["name"], waiting)
+                else:
+                    if state.attempt is not None:
+                        state.restarts += 1
+                    state.attempt = attempt
+                    state.restart_at = time.monotonic() + RESTART_BACKOFF_S * (1 + state.restarts)
+                    running = True
             ready = 1 if running else 0
             status = dep.get("status") or {}
             desired = {
@@ -559,7 +594,11 @@ class FakeKubelet:
         container = pod_spec["containers"][0]
         folder = self.work_dir / (pod_name or f"deploy-{secrets.token_hex(4)}")
         folder.mkdir(parents=True, exist_ok=True)
-        mounts = self._materialise_volumes(pod_spec, container, folder)
+        try:
+            mounts = self._materialise_volumes(pod_spec, container, folder)
+        except VolumeNotReadyError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
         def local(value: str) -> str:
             for mount_path, target in sorted(mounts.items(), key=lambda m: -len(m[0])):
@@ -618,7 +657,7 @@ class FakeKubelet:
                 name = volume["configMap"]["name"]
                 cm = self.api.call("GET", f"/api/v1/namespaces/{self.namespace}/configmaps/{name}")
                 if cm is None:
-                    raise FileNotFoundError(
+                    raise VolumeNotReadyError(
                         f"ConfigMap {name} of volume {mount['name']} is missing"
                     )
                 for key, text in (cm.get("data") or {}).items():
