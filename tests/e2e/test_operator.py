@@ -74,9 +74,70 @@ def admin(kube_cluster: KubeCluster) -> Iterator[Any]:
     client.close()
 
 
+def bound_rules(
+    docs: list[dict[str, Any]], namespace: str, account: str
+) -> list[tuple[str, str, str, str | None]]:
+    """One (verb, group, resource, namespace) per rule of each role bound to `account`."""
+    roles = {(d["kind"], d["metadata"]["name"]): d for d in docs if d["kind"].endswith("Role")}
+    rules: list[tuple[str, str, str, str | None]] = []
+    for binding in docs:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if not any(
+            s["kind"] == "ServiceAccount"
+            and s["name"] == account
+            and s.get("namespace", namespace) == namespace
+            for s in binding.get("subjects") or []
+        ):
+            continue
+        ref = binding["roleRef"]
+        scope = binding["metadata"].get("namespace", namespace)
+        for rule in roles[(ref["kind"], ref["name"])].get("rules") or []:
+            rules.append(
+                (
+                    rule["verbs"][0],
+                    rule["apiGroups"][0],
+                    rule["resources"][0],
+                    scope if binding["kind"] == "RoleBinding" else None,
+                )
+            )
+    return rules
+
+
+def allowed(admin: Any, user: str, verb: str, group: str, resource: str, ns: str | None) -> bool:
+    """What the API server's authorizer answers now (a SubjectAccessReview)."""
+    resource, _, subresource = resource.partition("/")
+    attributes = {"verb": verb, "group": group, "resource": resource}
+    if subresource:
+        attributes["subresource"] = subresource
+    if ns is not None:
+        attributes["namespace"] = ns
+    account_ns = user.split(":")[2]
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": user,
+            "groups": [
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{account_ns}",
+                "system:authenticated",
+            ],
+            "resourceAttributes": attributes,
+        },
+    }
+    answer = admin.call("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
+    return bool((answer.get("status") or {}).get("allowed"))
+
+
 @pytest.fixture
 def operator_kubeconfig(
-    kube_cluster: KubeCluster, namespace: str, helm: Callable[..., str], crds: None
+    kube_cluster: KubeCluster,
+    namespace: str,
+    helm: Callable[..., str],
+    crds: None,
+    admin: Any,
+    eventually: Any,
 ) -> Path:
     """A kubeconfig of the chart's operator ServiceAccount, with only the chart's RBAC."""
     rendered = helm(
@@ -98,6 +159,18 @@ def operator_kubeconfig(
         d["metadata"]["name"]
         for d in docs
         if d["kind"] == "ServiceAccount" and d["metadata"]["name"] != "stockops-workload"
+    )
+    # The RBAC authorizer reads roles and bindings from an informer cache, a moment behind the
+    # writes: an operator started at once could meet a 403 that the teardown then reports.
+    user = f"system:serviceaccount:{namespace}:{operator_sa}"
+    rules = bound_rules(wanted, namespace, operator_sa)
+    assert rules
+    eventually(
+        lambda: all(allowed(admin, user, *rule) for rule in rules),
+        what=lambda: (
+            "the chart's roles and bindings in effect for the operator (refused: "
+            f"{[rule for rule in rules if not allowed(admin, user, *rule)]})"
+        ),
     )
     return kube_cluster.kubeconfig_for_service_account(namespace, operator_sa)
 
