@@ -373,23 +373,23 @@ def test_replace_deletes_the_active_run(
     kubelet: Any,
     eventually: Any,
 ) -> None:
-    kube_cluster.apply(
-        [
-            stockmodel("demo"),
-            schedule("every3s", "demo", interval="3s", concurrencyPolicy="Replace"),
-        ],
-        namespace=namespace,
-    )
-    (first,) = eventually(lambda: job_names(admin, namespace), what="the first train Job")
+    # The first run is a run-now request on a suspended schedule, so it is replaced only when
+    # the test resumes the schedule: after its Pod exists (with 3 s between instants, a
+    # loaded kubelet could otherwise be replaced before it made the Pod the GC should remove).
+    manifest = schedule("every3s", "demo", interval="3s", concurrencyPolicy="Replace", suspend=True)
+    manifest["metadata"]["annotations"] = {"stockops.io/run-now": "first"}
+    kube_cluster.apply([stockmodel("demo"), manifest], namespace=namespace)
+    (first,) = eventually(lambda: job_names(admin, namespace), what="the run-now Job")
     pods = f"/api/v1/namespaces/{namespace}/pods"
     eventually(
         lambda: admin.call("GET", pods, params={"labelSelector": f"job-name={first}"})["items"],
         what="its Pod",
     )
 
+    patch(admin, namespace, "retrainschedules", "every3s", {"spec": {"suspend": False}})
     second = eventually(
-        lambda: next((n for n in job_names(admin, namespace) if n != first), None),
-        what="a second run",
+        lambda: next((j for j in jobs(admin, namespace) if j["metadata"]["name"] != first), None),
+        what="a scheduled run",
     )
 
     assert first not in job_names(admin, namespace)
@@ -400,10 +400,17 @@ def test_replace_deletes_the_active_run(
     )
     # kopf posts Events from a background queue, so they may trail the Jobs.
     eventually(lambda: "RunReplaced" in events(admin, namespace, "every3s"), what="RunReplaced")
-    # Replace never lets two runs coexist: whichever run is newest is the only one left.
-    remaining = job_names(admin, namespace)
-    assert len(remaining) == 1
-    assert second == remaining[0] or second not in remaining
+
+    # The next instant replaces the scheduled run in turn; no sample may see two runs at once.
+    def replaced_again() -> dict[str, Any] | None:
+        current = jobs(admin, namespace)
+        assert len(current) <= 1, [j["metadata"]["name"] for j in current]
+        names = {first, second["metadata"]["name"]}
+        return current[0] if current and current[0]["metadata"]["name"] not in names else None
+
+    third = eventually(replaced_again, what="the scheduled run replaced by the next one")
+    at = "stockops.io/scheduled-time"
+    assert third["metadata"]["annotations"][at] > second["metadata"]["annotations"][at]
 
 
 def test_operator_killed_mid_run_and_restarted_duplicates_nothing(
