@@ -209,7 +209,7 @@ def _can(
 
 @pytest.mark.parametrize("scope", ["cluster-wide", "one-namespace"])
 def test_rbac_grants_what_the_operator_does_and_nothing_more(
-    kube_cluster: KubeCluster, helm: Helm, namespace: str, scope: str
+    kube_cluster: KubeCluster, helm: Helm, namespace: str, scope: str, eventually: Any
 ) -> None:
     release = f"r{namespace[-6:]}"
     args = ["--set", f"watchNamespace={namespace}"] if scope == "one-namespace" else []
@@ -232,22 +232,43 @@ def test_rbac_grants_what_the_operator_does_and_nothing_more(
     kube_cluster.apply(rbac, namespace=namespace)
     user = f"system:serviceaccount:{namespace}:{release}-stockops"
 
-    allowed = [
-        ("watch", "stockmodels", "stockops.io"),
-        ("patch", "stockmodels", "stockops.io"),
-        ("patch", "retrainschedules/status", "stockops.io"),
-        ("update", "stockmodels/finalizers", "stockops.io"),
-        ("create", "jobs", "batch"),
-        ("delete", "jobs", "batch"),
-        ("create", "deployments", "apps"),
-        ("create", "configmaps", ""),
-        ("list", "pods", ""),
-        ("get", "pods/log", ""),
-        ("create", "events", ""),
-        ("create", "events", "events.k8s.io"),
+    allowed = [  # (verb, resource, namespace, group)
+        (verb, resource, namespace, group)
+        for verb, resource, group in [
+            ("watch", "stockmodels", "stockops.io"),
+            ("patch", "stockmodels", "stockops.io"),
+            ("patch", "retrainschedules/status", "stockops.io"),
+            ("update", "stockmodels/finalizers", "stockops.io"),
+            ("create", "jobs", "batch"),
+            ("delete", "jobs", "batch"),
+            ("create", "deployments", "apps"),
+            ("create", "configmaps", ""),
+            ("list", "pods", ""),
+            ("get", "pods/log", ""),
+            ("create", "events", ""),
+            ("create", "events", "events.k8s.io"),
+        ]
     ]
-    for verb, resource, group in allowed:
-        assert _can(kube_cluster, user, verb, resource, namespace, group), (verb, resource)
+    # Every kind the operator's API client knows, it may at least read.
+    for value in vars(kubeapi).values():
+        if isinstance(value, kubeapi.Resource):
+            group = value.api_version.rpartition("/")[0]
+            allowed += [(verb, value.plural, namespace, group) for verb in ("get", "list")]
+    if scope == "cluster-wide":
+        allowed.append(("patch", "clusterkopfpeerings", "", "kopf.dev"))
+    else:
+        allowed.append(("patch", "kopfpeerings", namespace, "kopf.dev"))
+    allowed.append(("watch", "customresourcedefinitions", "", "apiextensions.k8s.io"))
+
+    def missing() -> list[tuple[str, str, str, str]]:
+        return [grant for grant in allowed if not _can(kube_cluster, user, *grant)]
+
+    # The authorizer reads roles and bindings from an informer cache, a moment behind the
+    # writes: wait until every grant is in effect, so each refusal below is a real one.
+    eventually(
+        lambda: not missing(),
+        what=lambda: f"every grant of the chart's roles in effect (refused: {missing()})",
+    )
     denied = [
         ("get", "secrets", ""),
         ("create", "pods", ""),
@@ -259,24 +280,6 @@ def test_rbac_grants_what_the_operator_does_and_nothing_more(
     ]
     for verb, resource, group in denied:
         assert not _can(kube_cluster, user, verb, resource, namespace, group), (verb, resource)
-    # Every kind the operator's API client knows, it may at least read.
-    for value in vars(kubeapi).values():
-        if isinstance(value, kubeapi.Resource):
-            group = value.api_version.rpartition("/")[0]
-            for verb in ("get", "list"):
-                assert _can(kube_cluster, user, verb, value.plural, namespace, group), value
-    peering = "clusterkopfpeerings" if scope == "cluster-wide" else "kopfpeerings"
-    assert _can(
-        kube_cluster,
-        user,
-        "patch",
-        peering,
-        "" if scope == "cluster-wide" else namespace,
-        "kopf.dev",
-    )
-    assert _can(
-        kube_cluster, user, "watch", "customresourcedefinitions", "", "apiextensions.k8s.io"
-    )
     assert not _can(
         kube_cluster, user, "create", "customresourcedefinitions", "", "apiextensions.k8s.io"
     )

@@ -74,8 +74,22 @@ def test_service_account_without_rbac_is_forbidden(
     assert refused.value.status == 403
 
 
+def _allowed(cluster: KubeCluster, user: str, verb: str, resource: str, namespace: str) -> bool:
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=user,
+            groups=["system:serviceaccounts", "system:authenticated"],
+            resource_attributes=client.V1ResourceAttributes(
+                verb=verb, resource=resource, namespace=namespace
+            ),
+        )
+    )
+    answer = client.AuthorizationV1Api(cluster.api_client()).create_subject_access_review(review)
+    return answer.status is not None and bool(answer.status.allowed)
+
+
 def test_role_binding_grants_exactly_the_verbs_of_its_role(
-    kube_cluster: KubeCluster, namespace: str
+    kube_cluster: KubeCluster, namespace: str, eventually: Any
 ) -> None:
     kubeconfig = kube_cluster.kubeconfig_for_service_account(namespace, "reader")
     kube_cluster.apply(
@@ -100,6 +114,18 @@ def test_role_binding_grants_exactly_the_verbs_of_its_role(
     )
     kube_cluster.apply(_config_map("visible", {"k": "v"}), namespace=namespace)
     reader = _core(kube_cluster, kubeconfig)
+    # The authorizer reads roles and bindings from an informer cache, a moment behind the
+    # writes: wait until the binding is in effect, so the refused create below is a real "no".
+    eventually(
+        lambda: _allowed(
+            kube_cluster,
+            f"system:serviceaccount:{namespace}:reader",
+            "list",
+            "configmaps",
+            namespace,
+        ),
+        what="the RoleBinding in effect",
+    )
 
     names = [item.metadata.name for item in reader.list_namespaced_config_map(namespace).items]
     with pytest.raises(ApiException) as refused:
