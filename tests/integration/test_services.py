@@ -282,10 +282,17 @@ def test_a_service_that_dies_while_starting_reports_its_log(tmp_path: Path) -> N
 
 
 def test_a_service_that_never_answers_is_killed_and_reports_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "s.log"
     service = ServiceProcess(
-        "silent", ["sh", "-c", "echo 'waiting for nothing'; exec sleep 300"], tmp_path / "s.log"
+        "silent", ["sh", "-c", "echo 'waiting for nothing'; exec sleep 300"], log
     )
     service.start()
+    # The 1 s below is the service's deadline; on a loaded machine the shell may not have
+    # written its line by then, and the log the error quotes would be empty.
+    deadline = time.monotonic() + _DEADLINE
+    while "waiting for nothing" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "the service never wrote its line"
+        time.sleep(0.05)
 
     with pytest.raises(ServiceUnavailableError, match="waiting for nothing"):
         service.wait_ready(lambda: False, timeout=1.0, interval=0.1)
