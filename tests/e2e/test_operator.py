@@ -861,26 +861,37 @@ def test_retrain_from_landed_bars_records_the_gate_decision_and_launches_a_deplo
         assert float(run["metrics"]["naive"]["rmse"]) > 0
         assert float(run["metrics"]["model"]["rmse"]) > 0
 
+        promoted = run["decision"] == "promoted"
+
+        def trained() -> dict[str, Any] | None:
+            # The StockModel learns of a promotion at its next MLflow poll, after the result.
+            status = get(admin, namespace, "stockmodels", "demo").get("status") or {}
+            training, production = status.get("lastTraining"), status.get("productionVersion")
+            if not training or not production:
+                return None
+            if promoted and production != training.get("challengerVersion"):
+                return None
+            return status
+
         status = eventually(
-            lambda: (
-                (s := get(admin, namespace, "stockmodels", "demo")["status"]).get(
-                    "productionVersion"
-                )
-                and s.get("lastTraining")
-                and s
-            ),
-            timeout=120,
-            what="the StockModel's production version and last training",
+            trained, timeout=120, what="the StockModel's production version and last training"
         )
         assert status["lastTraining"]["decision"] == run["decision"]
-        assert status["lastTraining"]["challengerVersion"]
+        challenger = status["lastTraining"]["challengerVersion"]
+        assert challenger
         production = status["productionVersion"]
-        deploy = eventually(
-            lambda: jobs(admin, namespace, "app.kubernetes.io/component=deploy"),
+        if not promoted:
+            assert production != challenger
+        # One deploy Job per version: after a promotion the champion's may exist as well.
+        eventually(
+            lambda: [
+                j
+                for j in jobs(admin, namespace, "app.kubernetes.io/component=deploy")
+                if j["metadata"]["annotations"]["stockops.io/model-version"] == production
+            ],
             timeout=120,
-            what="a deploy Job",
+            what=f"a deploy Job of the production version {production}",
         )
-        assert deploy[0]["metadata"]["annotations"]["stockops.io/model-version"] == production
     assert fake.errors == []
 
 
