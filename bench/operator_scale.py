@@ -172,6 +172,38 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+REQUEST_LINE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+
+
+def request_counts(client: httpx.Client) -> dict[tuple[str, str, str], float]:
+    """Requests the API server has served so far, by (verb, resource, subresource).
+
+    From its own `apiserver_request_total`; watches are counted once, when they open.
+    """
+    counts: dict[tuple[str, str, str], float] = {}
+    for line in client.get("/metrics").text.splitlines():
+        match = REQUEST_LINE.match(line)
+        if not match:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+        key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))
+        counts[key] = counts.get(key, 0.0) + float(match["value"])
+    return counts
+
+
+def request_delta(
+    before: dict[tuple[str, str, str], float], after: dict[tuple[str, str, str], float]
+) -> list[tuple[str, int]]:
+    """Requests served between two readings, largest first, as ("VERB resource/sub", n)."""
+    rows = []
+    for key, value in after.items():
+        n = int(value - before.get(key, 0.0))
+        if n > 0:
+            verb, resource, sub = key
+            rows.append((f"{verb} {resource}" + (f"/{sub}" if sub else ""), n))
+    return sorted(rows, key=lambda r: -r[1])
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
@@ -233,6 +265,7 @@ def main() -> int:
             idle_rss, _ = memory_kib(operator.pid)
             cpu_idle = cpu_seconds(operator.pid)
             load_before = os.getloadavg()[0]
+            requests_before = request_counts(client)
 
             seen: dict[str, float] = {}
             stop = threading.Event()
@@ -258,6 +291,7 @@ def main() -> int:
             all_jobs_s = time.monotonic() - started
             rss_busy, _ = memory_kib(operator.pid)
             cpu_busy = cpu_seconds(operator.pid) - cpu_idle
+            requests = request_delta(requests_before, request_counts(client))
             time.sleep(35)  # one more model-poll period of steady state
             rss_steady, peak = memory_kib(operator.pid)
             stop.set()
@@ -307,6 +341,13 @@ def main() -> int:
         f"kube-apiserver {KUBERNETES_VERSION}"
     )
     print(f"machine: {machine}")
+    # Every client's requests (the bench's creates and watch, the garbage collector's and
+    # the operator's), from the create burst until every first Job existed.
+    total = sum(n for _, n in requests)
+    per_model = total / args.models
+    print(f"API requests until every first Job existed: {total} ({per_model:.1f} per model)")
+    for what, n in requests:
+        print(f"  {n:6d}  {what}")
     if not args.no_doc:
         write_doc(
             table

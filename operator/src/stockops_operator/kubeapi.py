@@ -2,29 +2,37 @@
 
 kopf watches the custom resources and posts Events with its own client; this one creates,
 applies, lists and deletes the objects the operator owns (ConfigMaps, Deployments, Jobs) and
-writes status, over plain JSON with httpx. It reads the same credentials kopf does: the
-kubeconfig in `KUBECONFIG` (tests, development) or the Pod's ServiceAccount (in a cluster,
-re-reading the token file on each request, as projected tokens rotate).
+writes status, over plain JSON with aiohttp (kopf's own HTTP library, so nothing more is
+loaded). It reads the same credentials kopf does: the kubeconfig in `KUBECONFIG` (tests,
+development) or the Pod's ServiceAccount (in a cluster, re-reading the token file on each
+request, as projected tokens rotate).
+
+Why aiohttp and not httpx: under a burst of creations httpcore's connection pool rescans
+every queued request against every connection on each assignment, and looks up `sniffio`
+with a failed import each time it creates a lock; measured with cProfile on
+bench/operator_scale.py, that was about half of the operator's CPU time.
 
 Errors: `KubeApiError` carries the HTTP status; `retryable` says whether trying again later
 can help (timeouts, 409 conflicts on writes, 429, 5xx; also 403 so an RBAC fix is picked up).
 
-Limits: no exec-plugin or OIDC auth-provider kubeconfigs; no watch (kopf does that).
+Limits: no exec-plugin or OIDC auth-provider kubeconfigs; no watch (kopf does that). The
+client must be created inside the running event loop (kopf's startup handler).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import ssl
 import tempfile
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 import yaml
 
 FIELD_MANAGER = "stockops-operator"
@@ -81,22 +89,20 @@ def resource_of(manifest: Mapping[str, Any]) -> Resource:
     return _BY_KIND[str(manifest["kind"])]
 
 
-class _TokenFileAuth(httpx.Auth):
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = "Bearer " + self.path.read_text().strip()
-        yield request
+# A callable giving the Authorization header of the next request (None: client certificate).
+AuthHeader = Callable[[], str | None]
 
 
-class _TokenAuth(httpx.Auth):
-    def __init__(self, token: str) -> None:
-        self.token = token
+def _no_auth() -> str | None:
+    return None
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = "Bearer " + self.token
-        yield request
+
+def _token_auth(token: str) -> AuthHeader:
+    return lambda: "Bearer " + token
+
+
+def _token_file_auth(path: Path) -> AuthHeader:
+    return lambda: "Bearer " + path.read_text().strip()
 
 
 def _write_temp(data: str, suffix: str) -> str:
@@ -107,7 +113,7 @@ def _write_temp(data: str, suffix: str) -> str:
     return handle.name
 
 
-def _from_kubeconfig(path: str) -> tuple[str, ssl.SSLContext, httpx.Auth | None]:
+def _from_kubeconfig(path: str) -> tuple[str, ssl.SSLContext, AuthHeader]:
     config = yaml.safe_load(Path(path).read_text()) or {}
     ctx_name = config.get("current-context")
     context = next(c["context"] for c in config["contexts"] if c["name"] == ctx_name)
@@ -133,25 +139,35 @@ def _from_kubeconfig(path: str) -> tuple[str, ssl.SSLContext, httpx.Auth | None]
     )
     if cert and key:
         ssl_ctx.load_cert_chain(cert, key)
-    auth: httpx.Auth | None = None
+    auth: AuthHeader = _no_auth
     if user.get("token"):
-        auth = _TokenAuth(str(user["token"]))
+        auth = _token_auth(str(user["token"]))
     elif user.get("tokenFile"):
-        auth = _TokenFileAuth(Path(user["tokenFile"]))
+        auth = _token_file_auth(Path(user["tokenFile"]))
     return str(cluster["server"]), ssl_ctx, auth
 
 
 class KubeApi:
     """JSON calls to the API server; one instance per operator process."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
+    def __init__(self, session: aiohttp.ClientSession, server: str, auth: AuthHeader) -> None:
+        self.session = session
+        self.server = server.rstrip("/")
+        self.auth = auth
 
     @classmethod
-    def from_environment(cls, timeout: float = 30.0) -> KubeApi:
-        """Connect with `KUBECONFIG` if set, else with the Pod's ServiceAccount."""
+    def from_environment(cls, timeout: float = 30.0, connections: int = 16) -> KubeApi:
+        """Connect with `KUBECONFIG` if set, else with the Pod's ServiceAccount.
+
+        Args:
+            timeout: to connect, and between two reads of an answer, in seconds (waiting
+                for a free connection is not limited, as with kopf's own client).
+            connections: kept-alive connections at most; more requests wait for one. Keeping
+                them alive matters: a new TLS handshake per request would cost more CPU
+                than the request itself. bench/operator_scale.py was measured with 16.
+        """
         kubeconfig = os.environ.get("KUBECONFIG")
-        auth: httpx.Auth | None
+        auth: AuthHeader
         if kubeconfig:
             server, ssl_ctx, auth = _from_kubeconfig(kubeconfig.split(os.pathsep)[0])
         else:
@@ -159,17 +175,17 @@ class KubeApi:
             port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
             server = f"https://{host}:{port}"
             ssl_ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
-            auth = _TokenFileAuth(SA_DIR / "token")
-        # Keep every connection of a burst alive: a new TLS handshake per request costs more
-        # CPU than the request itself when hundreds of objects are created at once.
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        client = httpx.AsyncClient(
-            base_url=server, verify=ssl_ctx, auth=auth, timeout=timeout, limits=limits
+            auth = _token_file_auth(SA_DIR / "token")
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ssl_ctx, limit=connections),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+            # Proxies and ~/.netrc are ignored, as kopf does by default.
+            trust_env=False,
         )
-        return cls(client)
+        return cls(session, server, auth)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.session.close()
 
     async def _call(
         self,
@@ -180,23 +196,29 @@ class KubeApi:
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Any:
+        headers = {"Accept": "application/json"}
+        authorization = self.auth()
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        data: bytes | None = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body).encode()
         try:
-            response = await self.client.request(
-                method,
-                path,
-                json=body,
-                params=params,
-                headers={"Content-Type": content_type} if body is not None else None,
-            )
-        except httpx.HTTPError as exc:
+            async with self.session.request(
+                method, self.server + path, data=data, params=params, headers=headers
+            ) as response:
+                status, raw = response.status, await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise KubeApiError(0, f"{method} {path}: {exc!r}") from exc
-        if response.status_code >= 400:
+        if status >= 400:
+            text = raw.decode(errors="replace")
             try:
-                message = response.json().get("message", response.text)
-            except ValueError:
-                message = response.text
-            raise KubeApiError(response.status_code, f"{method} {path}: {message}")
-        return response.json()
+                message = json.loads(text).get("message", text)
+            except (ValueError, AttributeError):
+                message = text
+            raise KubeApiError(status, f"{method} {path}: {message}")
+        return json.loads(raw)
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None if it does not exist."""
