@@ -67,11 +67,22 @@ async def stockmodel_tick(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: An
     await stockmodels.reconcile(body, memo.runtime, logger, event=False)
 
 
+@kopf.index(GROUP, VERSION, "stockmodels")
+async def stockmodel_specs(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], dict[str, Any]]:
+    """The StockModels as kopf's watch last saw them, so a schedule need not GET its model."""
+    return {(namespace, name): schedules.model_snapshot(body)}
+
+
 @kopf.on.create(GROUP, VERSION, "retrainschedules")
 @kopf.on.update(GROUP, VERSION, "retrainschedules")
 @kopf.on.resume(GROUP, VERSION, "retrainschedules")
-async def schedule_changed(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    await schedules.reconcile(body, memo.runtime, logger, event=True)
+async def schedule_changed(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **kwargs: Any
+) -> None:
+    models = kwargs["stockmodel_specs"]  # the index above; kopf passes it by its name
+    await schedules.reconcile(body, memo.runtime, logger, event=True, patch=patch, models=models)
 
 
 @kopf.timer(
@@ -81,8 +92,11 @@ async def schedule_changed(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: A
     interval=SETTINGS.schedule_tick_seconds,
     initial_delay=SETTINGS.schedule_tick_seconds,
 )
-async def schedule_tick(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    await schedules.reconcile(body, memo.runtime, logger, event=False)
+async def schedule_tick(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **kwargs: Any
+) -> None:
+    models = kwargs["stockmodel_specs"]  # the index above; kopf passes it by its name
+    await schedules.reconcile(body, memo.runtime, logger, event=False, patch=patch, models=models)
 
 
 @kopf.on.delete(GROUP, VERSION, "stockmodels", optional=True)
