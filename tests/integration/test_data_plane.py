@@ -22,11 +22,7 @@ import pandas as pd
 import pytest
 
 from stockops_model.bars import frame_to_bars, normalise_frame
-from stockops_model.errors import BarValidationError, CorruptObjectError, ExitCode
-from stockops_model.loaders import load_bars
-from stockops_model.messages import decode_bar, encode_bar, encode_key
-from stockops_model.sink import (
-    FAILPOINT_ENV,
+from stockops_model.deadletters import (
     ORIGINAL_OFFSET_HEADER,
     ORIGINAL_PARTITION_HEADER,
     ORIGINAL_TIMESTAMP_HEADER,
@@ -36,6 +32,10 @@ from stockops_model.sink import (
     REASON_HEADER,
     dlq_topic,
 )
+from stockops_model.errors import BarValidationError, CorruptObjectError, ExitCode
+from stockops_model.loaders import load_bars
+from stockops_model.messages import decode_bar, encode_bar, encode_key
+from stockops_model.sink import FAILPOINT_ENV
 from stockops_model.store import (
     BlobCredentials,
     day_object_name,

@@ -4,7 +4,8 @@ One loop, one batch at a time:
 
 1. collect up to ``batch_max`` records, waiting at most ``batch_wait_ms`` after the first;
 2. decode each record; a malformed one (bad JSON, schema violation, impossible prices)
-   goes to the dead-letter topic ``<topic>.dlq`` (see "Dead letters" below);
+   goes to the dead-letter topic ``<topic>.dlq`` (see "Dead letters" below and
+   `stockops_model.deadletters`);
 3. merge the valid bars into their (symbol, trading day) objects through `BarStore.write`
    (concurrently, conditional on ETags) and wait for the DLQ acknowledgements;
 4. only then commit, per partition, the offset after the last record of the batch.
@@ -26,27 +27,10 @@ Together: at-least-once delivery + idempotent, conditional writes = every bar ex
 in the store. The dead-letter topic is at-least-once only: after a crash a malformed
 message can appear twice there; its original topic/partition/offset headers identify it.
 
-Dead letters follow Kafka Connect's ``errors.deadletterqueue.context.headers.enable``: the
-DLQ record's value is the original value byte for byte (a tombstone becomes an empty
-value), its key is the original key, the original headers are kept, and the context is in
-headers: ``stockops-error-reason`` (the decoder's reason, at most 1,000 characters),
-``stockops-original-topic``, ``stockops-original-partition``,
-``stockops-original-offset`` and ``stockops-original-timestamp`` (milliseconds since the
-epoch). A dead letter is therefore a few hundred bytes larger than the message it
-replaces, which matters for a message close to the topic's ``max.message.bytes``.
-
-Policy for a dead letter the DLQ topic cannot take (it is larger than ``--dlq-max-bytes``,
-default 1,000,000, or the broker or producer refuses it as too large): the raw value is
-written unchanged to the bar store at ``{prefix}/_dead-letters/{topic}/{partition}/{offset}``
-(the name makes a rewrite after a crash harmless) and the DLQ gets a small record instead:
-same key, empty value, the same context headers plus ``stockops-payload-ref`` (the URL of
-the stored bytes) and ``stockops-payload-bytes``. It is logged as an error and counted
-(``stockops_sink_dead_letters_offloaded_total``). Nothing is lost and the batch commits,
-so one oversized message can never crash-loop the sink. Only if even that pointer record
-is refused (a DLQ topic configured absurdly small) does the sink stop with
-`DeadLetterError` (exit 3) naming the record and the fix; its batch stays uncommitted.
-Set ``--dlq-max-bytes`` to at most the DLQ topic's ``max.message.bytes`` (and the
-producer's 1 MiB request limit); a record above that never reaches the broker.
+Dead letters (`stockops_model.deadletters`) keep the original key, value and headers and
+add the context in headers; one too large for the DLQ topic is kept in the store with a
+pointer record in the DLQ, so it cannot crash-loop the sink. That module's docstring is
+the policy.
 
 Operations: SIGTERM (or SIGINT) stops taking new records, finishes and commits the current
 batch, leaves the group and exits 0. ``--drain`` exits 0 once the group has read everything
@@ -65,20 +49,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import logging
 import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from stockops_model.bars import Bar
+from stockops_model.deadletters import DEFAULT_DLQ_MAX_BYTES, DeadLetterQueue, dlq_topic
 from stockops_model.errors import (
     BarValidationError,
-    DeadLetterError,
     ExitCode,
     ServiceUnavailableError,
     StoreError,
@@ -96,32 +79,9 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-REASON_HEADER = "stockops-error-reason"
-ORIGINAL_TOPIC_HEADER = "stockops-original-topic"
-ORIGINAL_PARTITION_HEADER = "stockops-original-partition"
-ORIGINAL_OFFSET_HEADER = "stockops-original-offset"
-ORIGINAL_TIMESTAMP_HEADER = "stockops-original-timestamp"
-PAYLOAD_REF_HEADER = "stockops-payload-ref"
-PAYLOAD_BYTES_HEADER = "stockops-payload-bytes"
-HEADERS_DROPPED_HEADER = "stockops-original-headers-dropped"
-REASON_MAX_CHARS = 1000
-# Below Kafka's default max.message.bytes (1,048,588) and aiokafka's max_request_size
-# (1,048,576), leaving room for the record batch around one record.
-DEFAULT_DLQ_MAX_BYTES = 1_000_000
-# A record batch's fixed header, and the worst case of one record's varints and attributes.
-_BATCH_OVERHEAD = 61
-_RECORD_OVERHEAD = 21
-_HEADER_OVERHEAD = 10
-# How Kafka clients name a refusal for size (aiokafka: MessageSizeTooLargeError, error 10).
-_TOO_LARGE_MARKERS = ("MessageSizeTooLarge", "RecordTooLarge", "RecordBatchTooLarge")
 # Test-only fault injection: "after-write:N" SIGKILLs the process right after the N-th
 # durable store write and before its commit, the worst moment for exactly-once.
 FAILPOINT_ENV = "STOCKOPS_SINK_FAILPOINT"
-
-
-def dlq_topic(topic: str) -> str:
-    """The dead-letter topic of `topic`."""
-    return f"{topic}.dlq"
 
 
 @dataclass(frozen=True)
@@ -204,6 +164,9 @@ class Sink:
         self.stats = SinkStats()
         self._batch_lock = asyncio.Lock()
         self._failpoint_writes = _failpoint("after-write")
+        self._dead_letters = DeadLetterQueue(
+            config.topic, store, max_bytes=config.dlq_max_bytes, on_offload=self._count_offload
+        )
 
     async def _wait_for_batch(self) -> None:
         # Bounded, so a rebalance can never hang on a batch stuck in outage retries; if it
@@ -346,94 +309,17 @@ class Sink:
     async def _dead_letter(
         self, rejected: list[tuple[Record, str]], dlq: Publisher, stop: asyncio.Event
     ) -> None:
-        """Publish the batch's dead letters (see the module docstring for the policy)."""
-        topic = dlq_topic(self.config.topic)
-        limit = self.config.dlq_max_bytes
-        letters = [DeadLetter.of(rec, reason) for rec, reason in rejected]
-        for i, letter in enumerate(letters):
-            if letter.size > limit:
-                why = f"{letter.size} bytes, over --dlq-max-bytes {limit}"
-                offload = functools.partial(self._offload, letter, why)
-                letters[i] = await self._retry("keep an oversized dead letter", offload, stop)
+        """Publish the batch's dead letters (see `stockops_model.deadletters` for the policy)."""
 
-        async def send_all() -> None:
-            try:
-                for letter in letters:
-                    await dlq.publish(topic, letter.value, key=letter.key, headers=letter.headers)
-                await dlq.flush()
-            except ServiceUnavailableError as exc:
-                if not _too_large(exc):
-                    raise
-                # Kafka refuses a whole produce batch for one oversized record: find it.
-                log.warning("%s refused a batch as too large (%s); sending one by one", topic, exc)
-                for i, letter in enumerate(letters):
-                    letters[i] = await self._send_one(dlq, topic, letter)
+        async def retry(what: str, action: Callable[[], Awaitable[_T]]) -> _T:
+            return await self._retry(what, action, stop)
 
-        # The list is updated in place, so a retry after an outage re-sends the pointers.
-        await self._retry("dead-letter malformed messages", send_all, stop)
+        await self._dead_letters.send(rejected, dlq, retry)
 
-    async def _send_one(self, dlq: Publisher, topic: str, letter: DeadLetter) -> DeadLetter:
-        try:
-            await dlq.publish(topic, letter.value, key=letter.key, headers=letter.headers)
-            await dlq.flush()
-            return letter
-        except ServiceUnavailableError as exc:
-            if not _too_large(exc):
-                raise
-            if letter.payload_ref is not None:
-                raise self._pointer_refused(letter, topic, exc) from exc
-            why = str(exc)
-        pointer = await self._offload(letter, why)
-        try:
-            await dlq.publish(topic, pointer.value, key=pointer.key, headers=pointer.headers)
-            await dlq.flush()
-        except ServiceUnavailableError as exc:
-            if _too_large(exc):
-                raise self._pointer_refused(pointer, topic, exc) from exc
-            raise
-        return pointer
-
-    async def _offload(self, letter: DeadLetter, why: str) -> DeadLetter:
-        """Keep the raw value in the store; returns the small DLQ record that points to it."""
-        rec = letter.record
-        value = rec.value or b""
-        ref = await self.store.put_dead_letter(
-            rec.topic,
-            rec.partition,
-            rec.offset,
-            value,
-            metadata={
-                "topic": rec.topic,
-                "partition": str(rec.partition),
-                "offset": str(rec.offset),
-            },
-        )
-        pointer = letter.pointing_to(ref, len(value), self.config.dlq_max_bytes)
+    def _count_offload(self) -> None:
         self.stats.dead_letters_offloaded += 1
         if self.metrics is not None:
             self.metrics.offloaded.inc()
-        log.error(
-            "%s:%d@%d is malformed (%s) and too large for the DLQ (%s): its %d bytes are kept "
-            "at %s and the DLQ record points there",
-            rec.topic,
-            rec.partition,
-            rec.offset,
-            letter.reason,
-            why,
-            len(value),
-            ref,
-        )
-        return pointer
-
-    def _pointer_refused(self, letter: DeadLetter, topic: str, exc: Exception) -> DeadLetterError:
-        rec = letter.record
-        return DeadLetterError(
-            f"cannot dead-letter {rec.topic}:{rec.partition}@{rec.offset}: {topic} refuses even "
-            f"a {letter.size}-byte pointer record ({exc}); its value is kept at "
-            f"{letter.payload_ref}. Raise max.message.bytes of {topic} (kafka-configs.sh "
-            f"--alter --entity-type topics --entity-name {topic} --add-config "
-            f"max.message.bytes=1048588) and restart; the batch was not committed"
-        )
 
     def _hit_failpoint(self) -> None:
         if self._failpoint_writes is None:
@@ -464,82 +350,6 @@ class Sink:
                 log.warning("cannot %s (%s); retrying in %.1fs", what, exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 10.0)
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """The DLQ record of one malformed message: original key and value, context headers."""
-
-    record: Record
-    reason: str
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...]
-    payload_ref: str | None = None
-
-    @classmethod
-    def of(cls, rec: Record, reason: str) -> DeadLetter:
-        """The original value unchanged, original headers first, then the context."""
-        return cls(rec, reason, rec.value or b"", (*rec.headers, *_context_headers(rec, reason)))
-
-    @property
-    def key(self) -> bytes | None:
-        return self.record.key
-
-    @property
-    def size(self) -> int:
-        """An upper bound of this record's size in a produce request of its own."""
-        return record_size(self.key, self.value, self.headers)
-
-    def pointing_to(self, ref: str, length: int, limit: int) -> DeadLetter:
-        """The small record that replaces this one when its value is kept at `ref`."""
-        rec = self.record
-        context = (
-            *_context_headers(rec, self.reason),
-            (PAYLOAD_REF_HEADER, ref.encode()),
-            (PAYLOAD_BYTES_HEADER, str(length).encode()),
-        )
-        pointer = DeadLetter(rec, self.reason, b"", (*rec.headers, *context), ref)
-        if pointer.size <= limit or not rec.headers:
-            return pointer
-        # Only headers larger than the limit themselves get here; say they were left out.
-        dropped = (HEADERS_DROPPED_HEADER, str(len(rec.headers)).encode())
-        return DeadLetter(rec, self.reason, b"", (*context, dropped), ref)
-
-
-def record_size(
-    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
-) -> int:
-    """An upper bound of the bytes one Kafka record takes alone in a record batch (v2)."""
-    size = _BATCH_OVERHEAD + _RECORD_OVERHEAD + len(key or b"") + len(value or b"")
-    return size + sum(_HEADER_OVERHEAD + len(k.encode()) + len(v) for k, v in headers)
-
-
-def _context_headers(rec: Record, reason: str) -> tuple[tuple[str, bytes], ...]:
-    if len(reason) > REASON_MAX_CHARS:
-        # A reason can quote the offending value; a huge one must not double the record.
-        reason = reason[: REASON_MAX_CHARS - 1] + "\u2026"
-    return (
-        (REASON_HEADER, reason.encode()),
-        (ORIGINAL_TOPIC_HEADER, rec.topic.encode()),
-        (ORIGINAL_PARTITION_HEADER, str(rec.partition).encode()),
-        (ORIGINAL_OFFSET_HEADER, str(rec.offset).encode()),
-        (ORIGINAL_TIMESTAMP_HEADER, str(rec.timestamp_ms).encode()),
-    )
-
-
-def _too_large(exc: BaseException) -> bool:
-    """Whether a publish failed because a record is too large (not an outage).
-
-    `stockops_model.bus` reports both an outage and a size refusal as
-    `ServiceUnavailableError`, naming the Kafka error, so the name is what tells them apart.
-    """
-    seen: BaseException | None = exc
-    while seen is not None:
-        text = f"{type(seen).__name__} {seen}"
-        if any(marker in text for marker in _TOO_LARGE_MARKERS):
-            return True
-        seen = seen.__cause__
-    return False
 
 
 def _storable(
