@@ -20,14 +20,10 @@ from stockops_model.store import (
     PreconditionFailedError,
     StoreLocation,
     connect_backend,
-    day_object_name,
-    decode_day,
     encode_day,
     open_store,
-    parse_day_object_name,
     quarantine_object_name,
     read_bars,
-    trading_day,
     validate_storable,
 )
 
@@ -46,17 +42,6 @@ def store_on(path: Path) -> BarStore:
 
 def snapshot(root: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in root.rglob("*.parquet")}
-
-
-def test_day_objects_are_named_by_the_eastern_trading_day() -> None:
-    # 20:30 ET on 2018-03-12 is already 00:30 UTC on the 13th: it still belongs to the 12th.
-    late = pd.Timestamp("2018-03-13 00:30", tz="UTC")
-    assert trading_day(late) == date(2018, 3, 12)
-    name = day_object_name("bars", "AMZN", trading_day(late))
-    assert name == "bars/AMZN/2018/03/12.parquet"
-    assert parse_day_object_name("bars", name) == ("AMZN", date(2018, 3, 12))
-    assert parse_day_object_name("bars", "bars/AMZN/2018/03/12.csv") is None
-    assert day_object_name("", "AMZN", date(2018, 3, 12)) == "AMZN/2018/03/12.parquet"
 
 
 async def test_write_then_read_returns_every_bar_once_with_source_values(
@@ -232,11 +217,6 @@ def test_read_bars_is_usable_from_synchronous_code(tmp_path: Path, source: pd.Da
     frame, lineage = read_bars(tmp_path.as_uri(), ["AMZN", "AXP"], "2018-03-08", "2018-03-14")
     pd.testing.assert_frame_equal(frame, source)
     assert len(lineage) == 8
-
-
-def test_an_unreadable_day_object_is_a_store_error() -> None:
-    with pytest.raises(StoreError, match="Parquet"):
-        decode_day(b"not parquet at all")
 
 
 def corrupt_versions(day: pd.DataFrame) -> dict[str, bytes]:
