@@ -33,7 +33,8 @@ from stockops_model.errors import (
     SourceError,
 )
 from stockops_model.loaders import load_bars
-from stockops_model.sources.yahoo import YahooSource, parse_chart
+from stockops_model.sources.yahoo import YahooSource
+from stockops_model.sources.yahoo_chart import parse_chart
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "yahoo"
 SPY = Path(__file__).resolve().parents[2] / "examples" / "data" / "spy-2011-1min"

@@ -5,7 +5,12 @@
 * `"yahoo"` (live, runs until cancelled; `YahooSource`): `base_url` (scheme and host,
   default the public API; tests pass http://127.0.0.1:PORT), `poll_seconds` (60),
   `timeout` (10 s a request), `max_retries` (5), `backoff_base` (1 s), `backoff_max`
-  (60 s), `range` ("1d"), `regular_hours` (False), `user_agent`, `rng`.
+  (60 s), `range` ("1d"), `regular_hours` (False), `user_agent`, `rng`,
+  `give_up_after_failures` (5: consecutive failed polls of every symbol that end the
+  feed), `symbol_backoff_max` (1800 s: the longest wait between two tries of a failing
+  symbol), `on_symbol_error` (None; called with (symbol, code) for every failed request
+  of a symbol, e.g. to count it). The client and chart parsing are in
+  `stockops_model.sources.yahoo_chart`.
 * `"replay"` (finite; `ReplaySource`): `path` (a file, a data directory or a list of
   them; required), `speed` (None/0 = as fast as possible, 60 = one trading hour a
   minute: the wait between bar times is their gap / speed, and the gap between two
