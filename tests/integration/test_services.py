@@ -233,13 +233,29 @@ def test_install_all_skips_kube_when_its_module_is_absent(
     assert list(tmp_path.iterdir()) == []
 
 
+def _lock_waiters(lock: Path) -> int:
+    """How many callers are blocked in flock() on `lock`, as /proc/locks lists them."""
+    inode = lock.stat().st_ino
+    return sum(
+        1
+        for line in Path("/proc/locks").read_text().splitlines()
+        if "->" in line and line.split()[-3].endswith(f":{inode}")
+    )
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/locks")
 def test_install_once_builds_once_when_callers_race(tmp_path: Path) -> None:
     target = tmp_path / "tool" / "1.0"
     builds: list[int] = []
 
     def build(staging: Path) -> None:
         builds.append(threading.get_ident())
-        time.sleep(0.2)  # long enough for every racer to reach the lock
+        # Finish only once the three other racers wait on the lock (a fixed sleep could end
+        # before a starved thread got there, and it would then find the install done).
+        deadline = time.monotonic() + _DEADLINE
+        while _lock_waiters(target.with_name("1.0.lock")) < 3:
+            assert time.monotonic() < deadline, "the other racers never reached the lock"
+            time.sleep(0.01)
         (staging / "bin").write_text("#!/bin/sh\n")
 
     racers = [threading.Thread(target=install_once, args=(target, build)) for _ in range(4)]
