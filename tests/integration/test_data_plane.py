@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from stockops_model.bars import frame_to_bars, normalise_frame
+from stockops_model.bus import KafkaBus, KafkaConfig, Record
 from stockops_model.deadletters import (
     ORIGINAL_OFFSET_HEADER,
     ORIGINAL_PARTITION_HEADER,
@@ -32,7 +33,12 @@ from stockops_model.deadletters import (
     REASON_HEADER,
     dlq_topic,
 )
-from stockops_model.errors import BarValidationError, CorruptObjectError, ExitCode
+from stockops_model.errors import (
+    BarValidationError,
+    CorruptObjectError,
+    ExitCode,
+    MessageTooLargeError,
+)
 from stockops_model.loaders import load_bars
 from stockops_model.messages import decode_bar, encode_bar, encode_key
 from stockops_model.sink import FAILPOINT_ENV
@@ -148,7 +154,7 @@ class Plane:
 
         return asyncio.run(query())
 
-    def produce(self, messages: list[tuple[bytes, bytes]]) -> None:
+    def produce(self, messages: list[tuple[bytes, bytes | None]]) -> None:
         """Send (key, value) pairs to the topic with a plain producer, as any client could."""
 
         async def go() -> None:
@@ -332,7 +338,8 @@ def test_malformed_messages_go_to_the_dlq_and_valid_bars_are_stored(
 ) -> None:
     bad = malformed_messages(source, 1000)
     good = [(encode_key(b), encode_bar(b)) for b in frame_to_bars(source)]
-    mixed: list[tuple[bytes, bytes]] = []
+    tombstone: tuple[bytes, bytes | None] = (b"AMZN", None)
+    mixed: list[tuple[bytes, bytes | None]] = [tombstone]
     for i, msg in enumerate(good):
         mixed.append(msg)
         if i % 3 == 0 and bad:
@@ -344,10 +351,13 @@ def test_malformed_messages_go_to_the_dlq_and_valid_bars_are_stored(
     pd.testing.assert_frame_equal(plane.stored(), source)
 
     dead = plane.dead_letters()
-    assert len(dead) == 1000
+    assert len(dead) == 1001
     where = {(int(h[ORIGINAL_PARTITION_HEADER]), int(h[ORIGINAL_OFFSET_HEADER])) for *_, h in dead}
-    assert len(where) == 1000
-    sent = {value: key for key, value in malformed_messages(source, 1000)}
+    assert len(where) == 1001
+    sent: dict[bytes | None, bytes] = {
+        value: key for key, value in malformed_messages(source, 1000)
+    }
+    sent[None] = b"AMZN"  # a tombstone stays a tombstone (a null value) in the DLQ
     for key, value, headers in dead:
         assert value in sent  # the original bytes, not an envelope
         assert key == sent[value]
@@ -392,6 +402,51 @@ def test_a_dead_letter_too_large_for_the_dlq_topic_is_kept_in_blob_with_a_pointe
     log = plane.log_path.read_text(errors="replace")
     assert "over --dlq-max-bytes" in log  # the ~1 MB one, caught before sending
     assert "refused a batch as too large" in log  # the 10 KB one, refused by the broker
+
+
+def test_the_kafka_bus_reports_a_refusal_for_size_as_message_too_large(
+    kafka: KafkaBroker, kafka_topic: str
+) -> None:
+    async def go() -> list[Record]:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+        await admin.start()
+        try:
+            config = {"max.message.bytes": "2000"}
+            await admin.create_topics([NewTopic(kafka_topic, 1, 1, topic_configs=config)])
+        finally:
+            await admin.close()
+        bus = KafkaBus(KafkaConfig(bootstrap=kafka.bootstrap))
+        publisher = bus.publisher()
+        await publisher.start()
+        try:
+            # Over the producer's max_request_size (1 MiB): refused before it is sent.
+            with pytest.raises(MessageTooLargeError, match="producer refused"):
+                await publisher.publish(kafka_topic, b"x" * 1_100_000)
+            # Over the topic's max.message.bytes (incompressible): refused by the broker.
+            await publisher.publish(kafka_topic, random.Random(3).randbytes(5_000))
+            with pytest.raises(MessageTooLargeError, match="too large"):
+                await publisher.flush()
+            # A tombstone goes through as one.
+            await publisher.publish(kafka_topic, None, key=b"AMZN")
+            await publisher.flush()
+        finally:
+            await publisher.stop()
+        sub = bus.subscription(kafka_topic, "size-check")
+        await sub.start()
+        try:
+            got: list[Record] = []
+            for _ in range(20):
+                got += await sub.poll(max_records=10, timeout_s=1.0)
+                if got:
+                    return got
+            return got
+        finally:
+            await sub.stop()
+
+    (record,) = asyncio.run(go())
+    assert (record.key, record.value) == (b"AMZN", None)
 
 
 def test_a_dlq_topic_that_refuses_even_a_pointer_stops_the_sink_with_the_fix(

@@ -2,8 +2,10 @@
 
 Two small interfaces hide which one is used:
 
-* `Publisher.publish(topic, value, key=..., headers=...)` queues a message; `flush()`
-  returns once every queued message is acknowledged (raising if one failed).
+* `Publisher.publish(topic, value, key=..., headers=...)` queues a message (a value of
+  None is a tombstone); `flush()` returns once every queued message is acknowledged
+  (raising if one failed). A message refused for its size raises `MessageTooLargeError`
+  (from `publish` or `flush`), never `ServiceUnavailableError`: retrying cannot help.
 * `Subscription.poll(...)` returns records of one consumer group; `commit(offsets)` stores
   the NEXT offset to read per partition. Nothing is committed behind the caller's back, so
   a consumer that commits only after its own durable write is at-least-once.
@@ -12,7 +14,9 @@ Two small interfaces hide which one is used:
 ``acks=all``, compression), and group consumers with auto-commit off. `MemoryBus` keeps
 partitioned logs and committed offsets in the process, for ``stockops up`` (feed and sink in
 one process, no broker); it has the same partitioning by key and the same commit semantics,
-but allows one live subscription per group (no rebalancing) and does not survive a restart.
+but allows one live subscription per group (no rebalancing) and does not survive a restart;
+its optional ``max_message_bytes`` counts only key, value and header bytes, not Kafka's
+record framing.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from stockops_model.errors import ServiceUnavailableError
+from stockops_model.errors import MessageTooLargeError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +56,23 @@ class Publisher(Protocol):
     async def start(self) -> None: ...
 
     async def publish(
-        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
-    ) -> None: ...
+        self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = ()
+    ) -> None:
+        """Queue one message; a `value` of None is a tombstone.
+
+        Raises:
+            MessageTooLargeError: the message is over the producer's or the bus's size limit.
+            ServiceUnavailableError: the bus cannot take it now; retrying may help.
+        """
+        ...
 
     async def flush(self) -> None:
-        """Wait until every published message is acknowledged; raise if one was not."""
+        """Wait until every published message is acknowledged; raise if one was not.
+
+        Raises:
+            MessageTooLargeError: the broker refused a message (or its batch) as too large.
+            ServiceUnavailableError: a message was not acknowledged for another reason.
+        """
         ...
 
     async def stop(self) -> None: ...
@@ -172,13 +188,17 @@ class KafkaPublisher:
         await _start_client(self._producer, self.config.bootstrap)
 
     async def publish(
-        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
+        self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = ()
     ) -> None:
         from aiokafka.errors import KafkaError
 
         try:
             fut = await self._producer.send(topic, value, key=key, headers=list(headers) or None)
         except KafkaError as exc:
+            if _too_large(exc):
+                raise MessageTooLargeError(
+                    f"Kafka producer refused a message to {topic} as too large: {exc}"
+                ) from exc
             raise ServiceUnavailableError(f"cannot publish to Kafka topic {topic}: {exc}") from exc
         self._pending.append(fut)
         if len(self._pending) >= self.MAX_PENDING:
@@ -191,14 +211,30 @@ class KafkaPublisher:
         await self._producer.flush()
         results = await asyncio.gather(*pending, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise ServiceUnavailableError(
-                f"Kafka did not acknowledge {len(errors)} of {len(pending)} message(s): {errors[0]}"
-            )
+        if not errors:
+            return
+        too_large = [e for e in errors if _too_large(e)]
+        if too_large:
+            # Kafka refuses a whole record batch for one oversized record, so every message
+            # of that batch fails the same way: the caller has to find the culprit.
+            raise MessageTooLargeError(
+                f"Kafka refused {len(too_large)} of {len(pending)} message(s) as too large: "
+                f"{too_large[0]}"
+            ) from too_large[0]
+        raise ServiceUnavailableError(
+            f"Kafka did not acknowledge {len(errors)} of {len(pending)} message(s): {errors[0]}"
+        )
 
     async def stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
+
+
+def _too_large(exc: BaseException) -> bool:
+    """Whether aiokafka refused a message for its size (client-side or by the broker)."""
+    from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+
+    return isinstance(exc, (MessageSizeTooLargeError, RecordListTooLargeError))
 
 
 class KafkaSubscription:
@@ -361,6 +397,8 @@ class MemoryBus:
     """A partitioned in-process log with consumer-group offsets, for local mode and tests."""
 
     partitions: int = 4
+    # Like a topic's max.message.bytes, for tests of size refusals; None: no limit.
+    max_message_bytes: int | None = None
     _topics: dict[str, _Topic] = field(default_factory=dict)
     _committed: dict[tuple[str, str, int], int] = field(default_factory=dict)
     _active: set[tuple[str, str]] = field(default_factory=set)
@@ -418,8 +456,17 @@ class MemoryPublisher:
         return None
 
     async def publish(
-        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
+        self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = ()
     ) -> None:
+        limit = self.bus.max_message_bytes
+        if limit is not None:
+            size = len(key or b"") + len(value or b"")
+            size += sum(len(k.encode()) + len(v) for k, v in headers)
+            if size > limit:
+                raise MessageTooLargeError(
+                    f"the in-memory bus refused a {size}-byte message to {topic} as too large "
+                    f"(max_message_bytes {limit})"
+                )
         self.bus.append(topic, value, key, headers)
         # Yield so a consumer in the same loop gets to run during a fast replay.
         await asyncio.sleep(0)

@@ -3,20 +3,22 @@
 A malformed message (bad JSON, a schema violation, impossible prices, a bar the store
 cannot hold) goes to the dead-letter topic ``<topic>.dlq``. Dead letters follow Kafka
 Connect's ``errors.deadletterqueue.context.headers.enable``: the DLQ record's value is the
-original value byte for byte (a tombstone becomes an empty
-value), its key is the original key, the original headers are kept,
-and the context is in headers: ``stockops-error-reason`` (the decoder's reason, at most
-1,000 characters), ``stockops-original-topic``, ``stockops-original-partition``,
-``stockops-original-offset`` and ``stockops-original-timestamp`` (milliseconds since the
-epoch). A dead letter is therefore a few hundred bytes larger than the message it
-replaces, which matters for a message close to the topic's ``max.message.bytes``.
+original value byte for byte (a tombstone stays a tombstone, a null value), its key is the
+original key, the original headers are kept, and the context is in headers:
+``stockops-error-reason`` (the decoder's reason, at most 1,000 characters),
+``stockops-original-topic``, ``stockops-original-partition``, ``stockops-original-offset``
+and ``stockops-original-timestamp`` (milliseconds since the epoch). A dead letter is
+therefore a few hundred bytes larger than the message it replaces, which matters for a
+message close to the topic's ``max.message.bytes``.
 
 Policy for a dead letter the DLQ topic cannot take (it is larger than ``--dlq-max-bytes``,
-default 1,000,000, or the broker or producer refuses it as too large): the raw value is
-written unchanged to the bar store at ``{prefix}/_dead-letters/{topic}/{partition}/{offset}``
-(the name makes a rewrite after a crash harmless) and the DLQ gets a small record instead:
-same key, empty value, the same context headers plus ``stockops-payload-ref`` (the URL of
-the stored bytes) and ``stockops-payload-bytes``. It is logged as an error and counted
+default 1,000,000, or the broker or producer refuses it as too large, which the bus reports
+as `MessageTooLargeError`; a refused batch is re-sent one record at a time to find the
+culprit): the raw value is written unchanged to the bar store at
+``{prefix}/_dead-letters/{topic}/{partition}/{offset}`` (the name makes a rewrite after a
+crash harmless) and the DLQ gets a small record instead: same key, empty value, the same
+context headers plus ``stockops-payload-ref`` (the URL of the stored bytes) and
+``stockops-payload-bytes``. It is logged as an error and counted
 (``stockops_sink_dead_letters_offloaded_total``). Nothing is lost and the batch commits,
 so one oversized message can never crash-loop the sink. Only if even that pointer record
 is refused (a DLQ topic configured absurdly small) does the sink stop with
@@ -37,7 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from stockops_model.errors import DeadLetterError, ServiceUnavailableError
+from stockops_model.errors import DeadLetterError, MessageTooLargeError
 
 if TYPE_CHECKING:
     from stockops_model.bus import Publisher, Record
@@ -63,8 +65,6 @@ DEFAULT_DLQ_MAX_BYTES = 1_000_000
 _BATCH_OVERHEAD = 61
 _RECORD_OVERHEAD = 21
 _HEADER_OVERHEAD = 10
-# How Kafka clients name a refusal for size (aiokafka: MessageSizeTooLargeError, error 10).
-_TOO_LARGE_MARKERS = ("MessageSizeTooLarge", "RecordTooLarge", "RecordBatchTooLarge")
 
 
 def dlq_topic(topic: str) -> str:
@@ -84,14 +84,14 @@ class DeadLetter:
 
     record: Record
     reason: str
-    value: bytes
+    value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     payload_ref: str | None = None
 
     @classmethod
     def of(cls, rec: Record, reason: str) -> DeadLetter:
-        """The original value unchanged, original headers first, then the context."""
-        return cls(rec, reason, rec.value or b"", (*rec.headers, *_context_headers(rec, reason)))
+        """The original value unchanged (None for a tombstone), original headers, the context."""
+        return cls(rec, reason, rec.value, (*rec.headers, *_context_headers(rec, reason)))
 
     @property
     def key(self) -> bytes | None:
@@ -160,9 +160,7 @@ class DeadLetterQueue:
                 for letter in letters:
                     await dlq.publish(topic, letter.value, key=letter.key, headers=letter.headers)
                 await dlq.flush()
-            except ServiceUnavailableError as exc:
-                if not _too_large(exc):
-                    raise
+            except MessageTooLargeError as exc:
                 # Kafka refuses a whole produce batch for one oversized record: find it.
                 log.warning("%s refused a batch as too large (%s); sending one by one", topic, exc)
                 for i, letter in enumerate(letters):
@@ -177,9 +175,7 @@ class DeadLetterQueue:
             await dlq.publish(topic, letter.value, key=letter.key, headers=letter.headers)
             await dlq.flush()
             return letter
-        except ServiceUnavailableError as exc:
-            if not _too_large(exc):
-                raise
+        except MessageTooLargeError as exc:
             if letter.payload_ref is not None:
                 raise self._pointer_refused(letter, exc) from exc
             why = str(exc)
@@ -187,10 +183,8 @@ class DeadLetterQueue:
         try:
             await dlq.publish(topic, pointer.value, key=pointer.key, headers=pointer.headers)
             await dlq.flush()
-        except ServiceUnavailableError as exc:
-            if _too_large(exc):
-                raise self._pointer_refused(pointer, exc) from exc
-            raise
+        except MessageTooLargeError as exc:
+            raise self._pointer_refused(pointer, exc) from exc
         return pointer
 
     async def _offload(self, letter: DeadLetter, why: str) -> DeadLetter:
@@ -255,18 +249,3 @@ def _context_headers(rec: Record, reason: str) -> tuple[tuple[str, bytes], ...]:
         (ORIGINAL_OFFSET_HEADER, str(rec.offset).encode()),
         (ORIGINAL_TIMESTAMP_HEADER, str(rec.timestamp_ms).encode()),
     )
-
-
-def _too_large(exc: BaseException) -> bool:
-    """Whether a publish failed because a record is too large (not an outage).
-
-    `stockops_model.bus` reports both an outage and a size refusal as
-    `ServiceUnavailableError`, naming the Kafka error, so the name is what tells them apart.
-    """
-    seen: BaseException | None = exc
-    while seen is not None:
-        text = f"{type(seen).__name__} {seen}"
-        if any(marker in text for marker in _TOO_LARGE_MARKERS):
-            return True
-        seen = seen.__cause__
-    return False

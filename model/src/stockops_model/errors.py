@@ -120,3 +120,15 @@ class SourceConfigError(SourceError):
     """
 
     exit_code = ExitCode.INVALID_SPEC
+
+
+class MessageTooLargeError(StockopsError):
+    """The broker or the producer refused a message as too large for the topic or request.
+
+    Kafka's MESSAGE_SIZE_TOO_LARGE (a record over the topic's ``max.message.bytes`` or the
+    producer's ``max_request_size``) or RECORD_LIST_TOO_LARGE. Unlike an outage, sending the
+    same message again cannot help, so it is not a `ServiceUnavailableError`: shrink the
+    message, or raise the topic's ``max.message.bytes``. Maps to the invalid-data exit code.
+    """
+
+    exit_code = ExitCode.INVALID_DATA

@@ -26,7 +26,7 @@ from stockops_model.deadletters import (
     dlq_topic,
     record_size,
 )
-from stockops_model.errors import BarValidationError
+from stockops_model.errors import BarValidationError, DeadLetterError
 from stockops_model.feed import publish_bars
 from stockops_model.loaders import load_bars
 from stockops_model.messages import decode_bar, encode_bar
@@ -368,3 +368,56 @@ async def test_a_dead_letter_too_large_for_the_dlq_is_kept_in_the_store_with_a_p
     assert (tmp_path / expected).read_bytes() == huge  # not one byte lost
     assert sink.stats.dead_lettered == 2
     assert sink.stats.dead_letters_offloaded == 1
+
+
+async def test_a_tombstone_is_dead_lettered_as_a_tombstone(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    bus = MemoryBus(partitions=1)
+    await feed(bus, source.iloc[:20])
+    original = bus.append(TOPIC, None, b"AMZN", [("trace-id", b"gone")])
+    await drain(bus, tmp_path)
+    (dead,) = bus.records(dlq_topic(TOPIC))
+    assert dead.value is None  # not an empty value: compaction still sees a tombstone
+    assert dead.key == original.key
+    headers = dict(dead.headers)
+    assert headers["trace-id"] == b"gone"
+    assert headers[REASON_HEADER] == b"empty message (tombstone)"
+    assert headers[ORIGINAL_OFFSET_HEADER] == str(original.offset).encode()
+
+
+async def test_a_dead_letter_the_bus_refuses_as_too_large_is_kept_in_the_store(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    # Like a DLQ topic's max.message.bytes: the bars (published through the bus) fit.
+    bus = MemoryBus(partitions=1, max_message_bytes=1_500)
+    await feed(bus, source.iloc[:100])
+    refused = b"\xff" + b"x" * 3_000  # under --dlq-max-bytes, over what the DLQ takes
+    big = bus.append(TOPIC, refused, b"AMZN")
+    bus.append(TOPIC, b"[]", b"AXP")
+    sink = await drain(bus, tmp_path, give_up_after_s=5)
+
+    assert sum(bus.committed(TOPIC, "stockops-sink").values()) == 102
+    dead = bus.records(dlq_topic(TOPIC))
+    pointers = [r for r in dead if PAYLOAD_REF_HEADER in dict(r.headers)]
+    assert [r.value for r in dead if r not in pointers] == [b"[]"]
+    (pointer,) = pointers
+    headers = dict(pointer.headers)
+    assert headers[ORIGINAL_OFFSET_HEADER] == str(big.offset).encode()
+    kept = tmp_path / f"bars/_dead-letters/{TOPIC}/0/{big.offset}"
+    assert kept.read_bytes() == refused
+    assert sink.stats.dead_letters_offloaded == 1
+
+
+async def test_a_dlq_that_refuses_even_the_pointer_stops_the_sink_uncommitted(
+    tmp_path: Path, source: pd.DataFrame
+) -> None:
+    bus = MemoryBus(partitions=1, max_message_bytes=100)  # less than any pointer record
+    for bar in frame_to_bars(source.iloc[:10]):
+        bus.append(TOPIC, encode_bar(bar), bar.symbol.encode())
+    bus.append(TOPIC, b"not json", b"AMZN")
+    sink = Sink(bus, store_on(tmp_path), SinkConfig(topic=TOPIC, drain=True))
+    with pytest.raises(DeadLetterError, match=f"max.message.bytes of {dlq_topic(TOPIC)}"):
+        await asyncio.wait_for(sink.run(asyncio.Event()), timeout=60)
+    assert bus.committed(TOPIC, "stockops-sink") == {}
+    assert bus.records(dlq_topic(TOPIC)) == []
