@@ -50,14 +50,29 @@ CHART = ROOT / "charts" / "stockops"
 DOC = ROOT / "docs" / "benchmarks.md"
 NAMESPACE = "bench"
 SECTION = "## operator_scale"
-NOTE = (
-    "\nEach schedule asks for a run at creation (`stockops.io/run-now`), so the latency is the "
-    "operator's reaction time, not a wait for a cron instant. With every object created within "
-    "seconds, it is queueing: the operator spends about 0.1 CPU-second per object (kopf's event "
-    "processing, TLS and JSON, the Events it posts), so the last objects wait for the first "
-    "ones, more so when the cores are busy with other work (see the load average). Timer ticks "
-    "of idle schedules cost no API call.\n"
-)
+NOTE = """
+Each schedule asks for a run at creation (`stockops.io/run-now`), so the latency is the
+operator's reaction time, not a wait for a cron instant. Where the time goes: the API server
+is now the busiest process (its CPU row above), then the operator. Each StockModel with its
+schedule costs the operator about 15 requests: kopf's finalizer and diff-base patches (4),
+the spec ConfigMap and two Deployments (3 server-side applies), two Job lists, the Job, two
+status writes and two Events (14), plus, for most schedules, a second status write at the
+first tick (the active run's `scheduledTime` becomes known) and, for some, a GET of a
+StockModel the index does not hold yet. The rest of the per-model count is the bench's own
+creates and the ticks of schedules whose runs stay active (there is no kubelet to finish
+them: each such tick lists the schedule's Jobs). One client creates the objects while the
+operator works, so the creates share the API server with it and take longer than when the operator
+lagged behind. The load average says how much other work shared the two cores.
+
+Before the operator's Kubernetes client moved from httpx to aiohttp and schedules read
+their StockModel from a kopf index (commits 32ab18e, e1a5292), the same command measured,
+on this machine: p50 20.5 s, p99 49.0 s, 36.9 s of operator CPU (load 1.5); p50 26.0 s,
+p99 90.5 s, 37.0 s of operator CPU, kube-apiserver 28.4 s, 25.0 requests per model,
+operator CPU share at steady state 33.1% (load 5.4); this section then showed p50 27.3 s,
+p99 82.3 s, 43.4 s of operator CPU (load 8.4). About half of that operator CPU was
+httpcore's connection pool (it rescanned every queued request against every connection)
+and failed imports of `sniffio` on each lock it created; see docs/operator.md, Scale.
+"""
 
 
 def admin_client(cluster: KubeCluster, workdir: Path) -> httpx.Client:
@@ -212,7 +227,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def write_doc(table: str, command: str) -> None:
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    body = f"{SECTION}\n\n{table}\nCommand: `{command}`\n"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    body = f"{SECTION}\n\n{table}\nCommand: `{command}`, run on {when}.\n"
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(body + "\n", text)
@@ -266,6 +282,8 @@ def main() -> int:
             cpu_idle = cpu_seconds(operator.pid)
             load_before = os.getloadavg()[0]
             requests_before = request_counts(client)
+            services = {name: pid for name, proc in cluster.processes.items() if (pid := proc.pid)}
+            services_before = {name: cpu_seconds(pid) for name, pid in services.items()}
 
             seen: dict[str, float] = {}
             stop = threading.Event()
@@ -292,8 +310,17 @@ def main() -> int:
             rss_busy, _ = memory_kib(operator.pid)
             cpu_busy = cpu_seconds(operator.pid) - cpu_idle
             requests = request_delta(requests_before, request_counts(client))
-            time.sleep(35)  # one more model-poll period of steady state
+            services_cpu = {
+                name: cpu_seconds(pid) - services_before[name] for name, pid in services.items()
+            }
+            # One more model-poll period of steady state: every timer ticks at least once
+            # (the schedules' runs stay active, as there is no kubelet to finish them).
+            cpu_before_steady, steady_started = cpu_seconds(operator.pid), time.monotonic()
+            time.sleep(35)
             rss_steady, peak = memory_kib(operator.pid)
+            steady_cpu_share = (cpu_seconds(operator.pid) - cpu_before_steady) / (
+                time.monotonic() - steady_started
+            )
             stop.set()
             jobs = client.get(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs").json()["items"]
         finally:
@@ -313,6 +340,7 @@ def main() -> int:
         owner = job["metadata"]["labels"].get("stockops.io/schedule")
         per_schedule[owner] = per_schedule.get(owner, 0) + 1
     duplicates = sum(1 for n in per_schedule.values() if n > 1)
+    total = sum(n for _, n in requests)
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     rows = [
         ("StockModels + RetrainSchedules created", f"{args.models} + {args.models}"),
@@ -325,6 +353,15 @@ def main() -> int:
         ("schedules without a Job", str(len(missing))),
         ("schedules with more than one Job", str(duplicates)),
         ("operator CPU until every first Job existed", f"{cpu_busy:.1f} s"),
+        (
+            "CPU of " + " / ".join(services_cpu) + " in that time",
+            " / ".join(f"{v:.1f}" for v in services_cpu.values()) + " s",
+        ),
+        (
+            "API requests in that time (all clients)",
+            f"{total} ({total / args.models:.1f} per model)",
+        ),
+        ("operator CPU share in the 35 s after (timer ticks only)", f"{steady_cpu_share:.1%}"),
         ("machine load average (1 min) before the run", f"{load_before:.1f}"),
         (
             "operator RSS idle / busy / steady / peak",
@@ -343,9 +380,7 @@ def main() -> int:
     print(f"machine: {machine}")
     # Every client's requests (the bench's creates and watch, the garbage collector's and
     # the operator's), from the create burst until every first Job existed.
-    total = sum(n for _, n in requests)
-    per_model = total / args.models
-    print(f"API requests until every first Job existed: {total} ({per_model:.1f} per model)")
+    print("API requests in that time, by verb and resource:")
     for what, n in requests:
         print(f"  {n:6d}  {what}")
     if not args.no_doc:
