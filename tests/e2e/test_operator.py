@@ -374,8 +374,8 @@ def test_replace_deletes_the_active_run(
     eventually: Any,
 ) -> None:
     # The first run is a run-now request on a suspended schedule, so it is replaced only when
-    # the test resumes the schedule: after its Pod exists (with 3 s between instants, a
-    # loaded kubelet could otherwise be replaced before it made the Pod the GC should remove).
+    # the test resumes the schedule, after its Pod exists. (With 3 s between instants, a run
+    # could be replaced before a loaded kubelet made the Pod the GC is meant to remove.)
     manifest = schedule("every3s", "demo", interval="3s", concurrencyPolicy="Replace", suspend=True)
     manifest["metadata"]["annotations"] = {"stockops.io/run-now": "first"}
     kube_cluster.apply([stockmodel("demo"), manifest], namespace=namespace)
