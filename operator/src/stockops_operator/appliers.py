@@ -77,8 +77,9 @@ async def owned_jobs(
     ]
 
 
-async def create_job(kube: KubeApi, manifest: Mapping[str, Any]) -> bool:
-    """Create a Job; False if a Job of that name exists already (a run is never duplicated)."""
+async def create_job(kube: KubeApi, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Create a Job and return it; None if a Job of that name exists already (a run is never
+    duplicated)."""
     return await kube.create(manifest)
 
 

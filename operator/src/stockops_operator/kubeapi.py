@@ -239,18 +239,19 @@ class KubeApi:
         )
         return list(result.get("items") or [])
 
-    async def create(self, manifest: Mapping[str, Any]) -> bool:
-        """Create an object; False if one with that name already exists (not an error)."""
+    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create an object and return it as created; None if one with that name already
+        exists (not an error)."""
         resource = resource_of(manifest)
         try:
-            await self._call(
+            created: dict[str, Any] = await self._call(
                 "POST", resource.path(manifest["metadata"]["namespace"]), body=manifest
             )
         except KubeApiError as exc:
             if exc.status == 409:
-                return False
+                return None
             raise
-        return True
+        return created
 
     async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply as the operator's field manager, taking over conflicting fields."""

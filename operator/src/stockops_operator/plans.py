@@ -241,6 +241,29 @@ def plan_schedule(
     return plan
 
 
+def with_start_times(
+    active: Sequence[Mapping[str, Any]], created: Mapping[str, str | None]
+) -> list[dict[str, Any]]:
+    """`status.active` with the start time of Jobs just created that have no scheduled instant.
+
+    A run-now Job is listed with its creation time once the Job can be read back (see
+    `plan_schedule`); filling it in from the create call's answer writes the same status at
+    once, rather than a second time at the next reconcile.
+
+    Args:
+        active: `status.active` as planned.
+        created: name -> `metadata.creationTimestamp` of the Jobs this reconcile created.
+    """
+    out: list[dict[str, Any]] = []
+    for ref in active:
+        started = parse_time(created.get(str(ref["name"])))
+        if "scheduledTime" not in ref and started is not None:
+            out.append(_job_reference(str(ref["name"]), started))
+        else:
+            out.append(dict(ref))
+    return out
+
+
 def _job_reference(name: str, scheduled: datetime | None) -> dict[str, Any]:
     ref: dict[str, Any] = {"name": name}
     if scheduled is not None:

@@ -452,3 +452,30 @@ def test_a_new_model_gets_one_summary_event_then_one_per_change() -> None:
     assert "ProductionModel" in reasons
     assert "DeployStarted" in reasons
     assert "Reconciled" not in reasons
+
+
+def test_a_run_now_job_is_listed_with_its_start_time_as_soon_as_it_is_created() -> None:
+    # The status written right after the create call must equal the one the next reconcile
+    # plans from the listed Job, or every run-now request costs a second status write.
+    now = T1 - timedelta(minutes=10)
+    first = plan(now=now, annotations={ANNOTATION_RUN_NOW: "x"})
+    (run,) = first.create
+    created_at = "2026-01-01T00:50:02Z"
+    written = plans.with_start_times(first.status["active"], {run.name: created_at})
+
+    listed = job(run.name)
+    listed["metadata"]["creationTimestamp"] = created_at
+    later = plan(
+        now=now + timedelta(seconds=10),
+        jobs=[listed],
+        status={**first.status, "active": written},
+        annotations={ANNOTATION_RUN_NOW: "x", **applied(first.notes)},
+    )
+    assert written == [{"name": run.name, "scheduledTime": created_at}]
+    assert later.status["active"] == written
+
+
+def test_start_times_leave_scheduled_runs_and_unknown_jobs_alone() -> None:
+    active = [{"name": "a", "scheduledTime": "2026-01-01T01:00:00Z"}, {"name": "b"}]
+    filled = plans.with_start_times(active, {"a": "2026-01-01T01:00:05Z", "c": None})
+    assert filled == active

@@ -161,6 +161,7 @@ async def _reconcile(
 
     await appliers.delete_jobs(rt.kube, namespace, plan.delete)
     owner = builders.Owner.from_body(body)
+    started: dict[str, str | None] = {}  # Job name -> creationTimestamp, of those created now
     for run in plan.create:
         job = builders.build_train_job(
             name=run.name,
@@ -171,12 +172,15 @@ async def _reconcile(
             run_now=run.run_now,
             runtime=runtime,
         )
-        if await appliers.create_job(rt.kube, job):
+        made = await appliers.create_job(rt.kube, job)
+        if made is not None:
+            started[run.name] = (made.get("metadata") or {}).get("creationTimestamp")
             trigger = "manual" if run.run_now is not None else "scheduled"
             metrics.JOBS_CREATED.labels("train", trigger).inc()
             logger.info("created train Job %s", run.name)
 
     desired = dict(plan.status)
+    desired["active"] = plans.with_start_times(desired["active"], started)
     desired["conditions"] = status.set_condition(
         current.get("conditions") or [],
         type_=status.READY,

@@ -94,7 +94,7 @@ async def _reconcile(
             settings=rt.settings,
             runtime=spec.runtime,
         )
-        if await appliers.create_job(rt.kube, job):
+        if await appliers.create_job(rt.kube, job) is not None:
             metrics.JOBS_CREATED.labels("deploy", "version").inc()
             logger.info("created deploy Job %s", job["metadata"]["name"])
     await appliers.write_status(rt.kube, STOCKMODELS, body, plan.status)
