@@ -318,11 +318,13 @@ def main() -> int:
             # One more model-poll period of steady state: every timer ticks at least once
             # (the schedules' runs stay active, as there is no kubelet to finish them).
             cpu_before_steady, steady_started = cpu_seconds(operator.pid), time.monotonic()
+            requests_before_steady = request_counts(client)
             time.sleep(35)
             rss_steady, peak = memory_kib(operator.pid)
-            steady_cpu_share = (cpu_seconds(operator.pid) - cpu_before_steady) / (
-                time.monotonic() - steady_started
-            )
+            steady_s = time.monotonic() - steady_started
+            steady_cpu_share = (cpu_seconds(operator.pid) - cpu_before_steady) / steady_s
+            steady_requests = request_delta(requests_before_steady, request_counts(client))
+            steady_rate = sum(n for _, n in steady_requests) / steady_s
             stop.set()
             jobs = client.get(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs").json()["items"]
         finally:
@@ -364,6 +366,7 @@ def main() -> int:
             f"{total} ({total / args.models:.1f} per model)",
         ),
         ("operator CPU share in the 35 s after (timer ticks only)", f"{steady_cpu_share:.1%}"),
+        ("API requests per second in the 35 s after (all clients)", f"{steady_rate:.1f}"),
         ("machine load average (1 min) before the run", f"{load_before:.1f}"),
         (
             "operator RSS idle / busy / steady / peak",
@@ -384,6 +387,9 @@ def main() -> int:
     # the operator's), from the create burst until every first Job existed.
     print("API requests in that time, by verb and resource:")
     for what, n in requests:
+        print(f"  {n:6d}  {what}")
+    print("API requests in the 35 s after, by verb and resource:")
+    for what, n in steady_requests:
         print(f"  {n:6d}  {what}")
     if not args.no_doc:
         write_doc(

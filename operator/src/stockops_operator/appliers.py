@@ -7,7 +7,9 @@ Jobs, read a train result, write status, post Events); the decisions are made be
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -21,30 +23,70 @@ from stockops_operator.status import TrainResult, parse_train_result, terminatio
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
+# kopf index contents: (namespace, name) -> the snapshots of that object (one, or none).
+ObjectIndex = Mapping[tuple[str, str], Iterable[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Workloads:
+    """The ConfigMaps and Deployments the operator owns, as kopf's watches last saw them."""
+
+    configmaps: ObjectIndex = field(default_factory=dict)
+    deployments: ObjectIndex = field(default_factory=dict)
+
+
+def workload_snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a timer tick needs of an owned ConfigMap or Deployment: its identity, the spec
+    hash on its Pod template, and its status (availability); detached from kopf's body."""
+    meta = body.get("metadata") or {}
+    template = ((body.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    return {
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid")},
+        "spec": {
+            "template": {"metadata": {"annotations": dict(template.get("annotations") or {})}}
+        },
+        "status": copy.deepcopy(dict(body.get("status") or {})),
+    }
+
+
+async def _read(
+    rt: Runtime, resource: Resource, known: ObjectIndex, namespace: str, name: str
+) -> Mapping[str, Any] | None:
+    # Absent from the index may only mean not seen yet: ask the API server before applying.
+    for found in known.get((namespace, name), ()):
+        return found
+    return await rt.kube.get(resource, namespace, name)
+
 
 async def ensure_workloads(
-    rt: Runtime, owner: builders.Owner, spec: StockModelSpec, *, force: bool
-) -> dict[str, dict[str, Any] | None]:
+    rt: Runtime,
+    owner: builders.Owner,
+    spec: StockModelSpec,
+    *,
+    force: bool,
+    known: Workloads | None = None,
+) -> dict[str, Mapping[str, Any] | None]:
     """Make the spec ConfigMap and the feed and sink Deployments match the spec.
 
     With `force` (the spec may have changed) all three are applied at once; without it (a
-    timer tick), objects that exist with the current spec hash are left alone: three GETs,
-    no write.
+    timer tick), objects that exist with the current spec hash are left alone: no write, and
+    no API call for the objects `known` (kopf's indexes) holds; a GET for the others.
 
     Returns:
         The `feed` and `sink` Deployments as they are now.
     """
+    known = known or Workloads()
     configmap = builders.build_spec_configmap(owner, spec.to_wire())
     digest = configmap["metadata"]["annotations"][builders.ANNOTATION_SPEC_HASH]
     deployments = {
         "feed": builders.build_feed_deployment(owner, rt.settings, digest, spec.runtime),
         "sink": builders.build_sink_deployment(owner, rt.settings, digest, spec.runtime),
     }
-    current: dict[str, dict[str, Any] | None] = {}
+    current: dict[str, Mapping[str, Any] | None] = {}
     if not force:
         for workload, manifest in deployments.items():
-            current[workload] = await rt.kube.get(
-                DEPLOYMENTS, owner.namespace, manifest["metadata"]["name"]
+            current[workload] = await _read(
+                rt, DEPLOYMENTS, known.deployments, owner.namespace, manifest["metadata"]["name"]
             )
         fresh = all(
             d is not None
@@ -55,7 +97,9 @@ async def ensure_workloads(
             for d in current.values()
         )
         cm_name = configmap["metadata"]["name"]
-        if fresh and await rt.kube.get(CONFIGMAPS, owner.namespace, cm_name) is not None:
+        if fresh and (
+            await _read(rt, CONFIGMAPS, known.configmaps, owner.namespace, cm_name) is not None
+        ):
             return current
     # Server-side apply is idempotent: applying what is already there changes nothing.
     await rt.kube.apply(configmap)

@@ -14,7 +14,8 @@ import httpx
 import kopf
 
 from stockops_model.spec import GROUP, VERSION
-from stockops_operator import logs, metrics
+from stockops_operator import appliers, logs, metrics
+from stockops_operator.builders import LABEL_MODEL
 from stockops_operator.handlers import schedules, stockmodels
 from stockops_operator.kubeapi import KubeApi
 from stockops_operator.runtime import Runtime
@@ -63,8 +64,27 @@ async def stockmodel_changed(body: kopf.Body, memo: kopf.Memo, logger: Any, **_:
     interval=SETTINGS.model_poll_seconds,
     initial_delay=SETTINGS.model_poll_seconds,
 )
-async def stockmodel_tick(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    await stockmodels.reconcile(body, memo.runtime, logger, event=False)
+async def stockmodel_tick(body: kopf.Body, memo: kopf.Memo, logger: Any, **kwargs: Any) -> None:
+    # The indexes below; kopf passes them by their names.
+    known = appliers.Workloads(
+        configmaps=kwargs["stockmodel_configmaps"], deployments=kwargs["stockmodel_deployments"]
+    )
+    await stockmodels.reconcile(body, memo.runtime, logger, event=False, known=known)
+
+
+# What the StockModels own, as the watches see it: a tick checks its workloads without GETs.
+@kopf.index("", "v1", "configmaps", labels={LABEL_MODEL: kopf.PRESENT})
+async def stockmodel_configmaps(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], dict[str, Any]]:
+    return {(namespace, name): appliers.workload_snapshot(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels={LABEL_MODEL: kopf.PRESENT})
+async def stockmodel_deployments(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], dict[str, Any]]:
+    return {(namespace, name): appliers.workload_snapshot(body)}
 
 
 @kopf.index(GROUP, VERSION, "stockmodels")

@@ -1,4 +1,5 @@
-"""The handlers' own helpers: how a RetrainSchedule finds its StockModel (kopf index first)."""
+"""What the handlers read from kopf's indexes instead of the API server: a schedule's
+StockModel, and the workloads a StockModel's timer tick checks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any, cast
 
 import httpx
 
+from stockops_model.spec import StockModelSpec
+from stockops_operator import appliers, builders
 from stockops_operator.handlers import schedules
 from stockops_operator.kubeapi import KubeApi, Resource
 from stockops_operator.runtime import Runtime
@@ -73,3 +76,86 @@ async def test_a_model_the_index_does_not_hold_yet_is_fetched() -> None:
     assert found["metadata"]["name"] == "fresh"
     assert missing is None
     assert kube.gets == ["stockmodels/ns/fresh", "stockmodels/ns/absent"]
+
+
+class FakeWorkloadKube(FakeKube):
+    """Also answers server-side applies, recording them (returns the manifest as stored)."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
+        super().__init__(objects)
+        self.applied: list[str] = []
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.applied.append(manifest["metadata"]["name"])
+        self.objects[manifest["metadata"]["name"]] = manifest
+        return manifest
+
+
+def model_spec() -> StockModelSpec:
+    return StockModelSpec.model_validate(
+        {
+            "tickers": ["AAPL"],
+            "source": {"type": "synthetic"},
+            "storage": {"path": "bars"},
+            "mlflow": {"trackingUri": "http://127.0.0.1:9", "modelName": "demo"},
+        }
+    )
+
+
+def owned(spec: StockModelSpec, owner: builders.Owner, available: int) -> dict[str, dict[str, Any]]:
+    """The ConfigMap and Deployments as the API server holds them after an apply."""
+    configmap = builders.build_spec_configmap(owner, spec.to_wire())
+    digest = configmap["metadata"]["annotations"][builders.ANNOTATION_SPEC_HASH]
+    objects = {configmap["metadata"]["name"]: configmap}
+    for build in (builders.build_feed_deployment, builders.build_sink_deployment):
+        deployment = build(owner, Settings(), digest)
+        deployment["status"] = {"availableReplicas": available}
+        objects[deployment["metadata"]["name"]] = deployment
+    return objects
+
+
+def indexed(objects: dict[str, dict[str, Any]]) -> appliers.Workloads:
+    snaps = {n: appliers.workload_snapshot(o) for n, o in objects.items()}
+    return appliers.Workloads(
+        configmaps={("ns", n): [s] for n, s in snaps.items() if n.endswith("-spec")},
+        deployments={("ns", n): [s] for n, s in snaps.items() if not n.endswith("-spec")},
+    )
+
+
+OWNER = builders.Owner(kind="StockModel", name="demo", namespace="ns", uid="u-1")
+
+
+async def test_a_tick_checks_indexed_fresh_workloads_without_an_api_call() -> None:
+    objects = owned(model_spec(), OWNER, available=1)
+    kube = FakeWorkloadKube(dict(objects))
+
+    found = await appliers.ensure_workloads(
+        runtime(kube), OWNER, model_spec(), force=False, known=indexed(objects)
+    )
+
+    assert kube.gets == []
+    assert kube.applied == []
+    assert {w: (d or {}).get("status") for w, d in found.items()} == {
+        "feed": {"availableReplicas": 1},
+        "sink": {"availableReplicas": 1},
+    }
+
+
+async def test_a_tick_reads_and_reapplies_what_the_index_lacks_or_holds_stale() -> None:
+    objects = owned(model_spec(), OWNER, available=0)
+    known = indexed({n: o for n, o in objects.items() if not n.endswith("-sink")})
+    stale = owned(model_spec(), OWNER, available=0)
+    stale["demo-feed"]["spec"]["template"]["metadata"]["annotations"][
+        builders.ANNOTATION_SPEC_HASH
+    ] = "old"
+    kube = FakeWorkloadKube({n: o for n, o in objects.items() if not n.endswith("-sink")})
+
+    await appliers.ensure_workloads(runtime(kube), OWNER, model_spec(), force=False, known=known)
+    assert kube.gets == ["deployments/ns/demo-sink"]  # not indexed yet: asked, absent
+    assert sorted(kube.applied) == ["demo-feed", "demo-sink", "demo-spec"]
+
+    kube = FakeWorkloadKube(dict(stale))
+    await appliers.ensure_workloads(
+        runtime(kube), OWNER, model_spec(), force=False, known=indexed(stale)
+    )
+    assert sorted(kube.applied) == ["demo-feed", "demo-sink", "demo-spec"]

@@ -36,10 +36,15 @@ async def reconcile(
     logger: logging.Logger | logging.LoggerAdapter[Any],
     *,
     event: bool,
+    known: appliers.Workloads | None = None,
 ) -> None:
-    """Bring one StockModel's owned objects and status in line with its spec and MLflow."""
+    """Bring one StockModel's owned objects and status in line with its spec and MLflow.
+
+    `known` is what kopf's watches of the owned ConfigMaps and Deployments hold: a timer tick
+    checks the workloads against it instead of reading each one from the API server.
+    """
     async with reconciling(KIND, rt, body["metadata"]["uid"]):
-        await _reconcile(body, rt, logger, event=event)
+        await _reconcile(body, rt, logger, event=event, known=known)
 
 
 async def _reconcile(
@@ -48,6 +53,7 @@ async def _reconcile(
     logger: logging.Logger | logging.LoggerAdapter[Any],
     *,
     event: bool,
+    known: appliers.Workloads | None,
 ) -> None:
     meta = body["metadata"]
     now = datetime.now(UTC)
@@ -67,7 +73,7 @@ async def _reconcile(
         return
 
     owner = builders.Owner.from_body(body)
-    deployments = await appliers.ensure_workloads(rt, owner, spec, force=event)
+    deployments = await appliers.ensure_workloads(rt, owner, spec, force=event, known=known)
     deploy_jobs = await appliers.owned_jobs(
         rt.kube,
         owner.namespace,
