@@ -16,8 +16,11 @@ the operator under test sees Jobs and Deployments behave as in a cluster:
 * Objects deleted while it works on them (the operator replacing a run, the garbage collector
   removing a Deployment) are let go, as the real controllers do: a 404 on a status write or a
   delete is not an error. A Pod whose ConfigMap volume does not exist yet is not started until
-  it does (the real kubelet retries the mount), so a Job created a moment before its StockModel's
-  spec ConfigMap still runs.
+  it does (the real kubelet retries the mount). Such a Job is also listed in
+  `jobs_before_configmaps` when the kubelet first sees it: the operator must not create a train
+  Job before its StockModel's spec ConfigMap, and the tests assert the list stays empty. (The
+  kubelet polls, so a Job whose ConfigMap follows within one poll can go unnoticed; a Job
+  whose ConfigMap never comes cannot.)
 * Deployments: one process per Deployment for its current Pod template (Recreate: a new
   template kills the old process first); a process that exits is restarted after a back-off,
   as `restartPolicy: Always` does. Status: `observedGeneration`, `replicas`,
@@ -223,6 +226,7 @@ class FakeKubelet:
     jobs: dict[str, JobState] = field(default_factory=dict)
     deployments: dict[str, DeploymentState] = field(default_factory=dict)
     started_pods: list[str] = field(default_factory=list)
+    jobs_before_configmaps: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.api = KubeClient(self.kubeconfig)
@@ -306,6 +310,8 @@ class FakeKubelet:
             meta = job["metadata"]
             key = meta["uid"]
             seen.add(key)
+            if key not in self.jobs:
+                self._note_missing_configmaps(job)
             state = self.jobs.setdefault(key, JobState(uid=key, name=meta["name"]))
             if meta.get("deletionTimestamp"):
                 if state.attempt is not None:
@@ -318,6 +324,19 @@ class FakeKubelet:
                 if state.attempt is not None:
                     state.attempt.kill()
                 del self.jobs[key]
+
+    def _note_missing_configmaps(self, job: Mapping[str, Any]) -> None:
+        """Record a Job first seen while a ConfigMap its Pods mount does not exist."""
+        pod_spec = job["spec"]["template"]["spec"]
+        for volume in pod_spec.get("volumes") or []:
+            source = volume.get("configMap")
+            if source is None or source.get("optional"):
+                continue
+            path = f"/api/v1/namespaces/{self.namespace}/configmaps/{source['name']}"
+            if self.api.call("GET", path) is None:
+                self.jobs_before_configmaps.append(
+                    f"{job['metadata']['name']} (ConfigMap {source['name']})"
+                )
 
     def _sync_job(self, job: dict[str, Any], state: JobState) -> None:
         meta, spec = job["metadata"], job["spec"]

@@ -244,6 +244,7 @@ def kubelet(kube_cluster: KubeCluster, namespace: str, tmp_path: Path) -> Iterat
     with fake:
         yield fake
     assert fake.errors == []
+    assert fake.jobs_before_configmaps == []
 
 
 # --------------------------------------------------------------------------- helpers
@@ -687,6 +688,45 @@ def test_invalid_spec_that_passes_the_schema_is_reported_in_status(
     assert job_names(admin, namespace) == []
 
 
+def test_a_run_waits_for_an_invalid_stockmodel_and_starts_once_it_is_fixed(
+    kube_cluster: KubeCluster,
+    namespace: str,
+    admin: Any,
+    operator: Operator,
+    kubelet: Any,
+    eventually: Any,
+) -> None:
+    # 1.00000000000000001 is 1.0 as the CEL rule's double, above 1 as the spec's decimal.
+    model = stockmodel("demo")
+    model["spec"]["training"] = {"learningRate": "1.00000000000000001"}
+    manifest = schedule("nightly", "demo", schedule="0 3 * * *")
+    manifest["metadata"]["annotations"] = {"stockops.io/run-now": "try-it"}
+    kube_cluster.apply([model, manifest], namespace=namespace)
+
+    def ready() -> dict[str, Any] | None:
+        status = get(admin, namespace, "retrainschedules", "nightly").get("status") or {}
+        return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), None)
+
+    held = eventually(
+        lambda: (c := ready()) and c["reason"] == "ModelInvalid" and c,
+        what="Ready=False, ModelInvalid",
+    )
+    assert held["status"] == "False"
+    assert "learningRate" in held["message"]
+    assert "the run-now request 'try-it'" in held["message"]
+    # The status write comes after the decision: had a Job been created, it would exist now.
+    assert job_names(admin, namespace) == []
+    eventually(lambda: "ModelInvalid" in events(admin, namespace, "nightly"), what="an Event")
+    annotations = get(admin, namespace, "retrainschedules", "nightly")["metadata"]["annotations"]
+    assert "stockops.io/run-now-handled" not in annotations  # still pending
+
+    patch(admin, namespace, "stockmodels", "demo", {"spec": {"training": {"learningRate": "0.5"}}})
+    (name,) = eventually(lambda: jobs_counted(admin, namespace, 1), what="the held run started")
+    assert name.startswith("nightly-now-")
+    eventually(lambda: (c := ready()) and c["status"] == "True", what="Ready=True again")
+    assert events(admin, namespace, "nightly").count("ModelInvalid") == 1
+
+
 def _epoch(text: str) -> float:
     from datetime import datetime
 
@@ -705,6 +745,7 @@ def running_kubelet(kube_cluster: KubeCluster, namespace: str, tmp_path: Path) -
     with fake:
         yield fake
     assert fake.errors == []
+    assert fake.jobs_before_configmaps == []
 
 
 def test_a_train_run_without_data_fails_at_once_and_says_why(
@@ -739,6 +780,11 @@ def test_a_train_run_without_data_fails_at_once_and_says_why(
     assert "exit code 4" in last["reason"]
     assert "decision" not in last
     (job,) = jobs(admin, namespace)
+    # Applied together, the StockModel's spec ConfigMap came first: the run waited for it.
+    configmap = admin.call("GET", f"/api/v1/namespaces/{namespace}/configmaps/demo-spec")
+    assert _epoch(job["metadata"]["creationTimestamp"]) >= _epoch(
+        configmap["metadata"]["creationTimestamp"]
+    )
     pods = admin.call(
         "GET",
         f"/api/v1/namespaces/{namespace}/pods",

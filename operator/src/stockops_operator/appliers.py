@@ -37,11 +37,17 @@ class Workloads:
 
 def workload_snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
     """What a timer tick needs of an owned ConfigMap or Deployment: its identity, the spec
-    hash on its Pod template, and its status (availability); detached from kopf's body."""
+    hash on it (a ConfigMap's) or on its Pod template (a Deployment's), and its status
+    (availability); detached from kopf's body."""
     meta = body.get("metadata") or {}
     template = ((body.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    own = meta.get("annotations") or {}
+    hashes = {k: v for k, v in own.items() if k == builders.ANNOTATION_SPEC_HASH}
     return {
-        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid")},
+        "metadata": {
+            **{k: meta.get(k) for k in ("name", "namespace", "uid")},
+            "annotations": hashes,
+        },
         "spec": {
             "template": {"metadata": {"annotations": dict(template.get("annotations") or {})}}
         },

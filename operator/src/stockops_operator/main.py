@@ -101,8 +101,16 @@ async def stockmodel_specs(
 async def schedule_changed(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **kwargs: Any
 ) -> None:
-    models = kwargs["stockmodel_specs"]  # the index above; kopf passes it by its name
-    await schedules.reconcile(body, memo.runtime, logger, event=True, patch=patch, models=models)
+    await schedules.reconcile(
+        body,
+        memo.runtime,
+        logger,
+        event=True,
+        patch=patch,
+        # The indexes above; kopf passes them by their names.
+        models=kwargs["stockmodel_specs"],
+        configmaps=kwargs["stockmodel_configmaps"],
+    )
 
 
 @kopf.timer(
@@ -115,8 +123,15 @@ async def schedule_changed(
 async def schedule_tick(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **kwargs: Any
 ) -> None:
-    models = kwargs["stockmodel_specs"]  # the index above; kopf passes it by its name
-    await schedules.reconcile(body, memo.runtime, logger, event=False, patch=patch, models=models)
+    await schedules.reconcile(
+        body,
+        memo.runtime,
+        logger,
+        event=False,
+        patch=patch,
+        models=kwargs["stockmodel_specs"],
+        configmaps=kwargs["stockmodel_configmaps"],
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, "stockmodels", optional=True)

@@ -18,9 +18,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from stockops_model.spec import ConcurrencyPolicy, RetrainScheduleSpec
+from pydantic import ValidationError
+
+from stockops_model.spec import (
+    ConcurrencyPolicy,
+    RetrainScheduleSpec,
+    StockModelSpec,
+    describe_spec_error,
+)
 from stockops_operator import status as st
-from stockops_operator.builders import ANNOTATION_RUN_NOW, ANNOTATION_SCHEDULED, ANNOTATION_VERSION
+from stockops_operator.builders import (
+    ANNOTATION_RUN_NOW,
+    ANNOTATION_SCHEDULED,
+    ANNOTATION_SPEC_HASH,
+    ANNOTATION_VERSION,
+    build_spec_manifest,
+    spec_configmap_name,
+    spec_hash,
+)
 from stockops_operator.schedules import (
     Timing,
     deploy_job_name,
@@ -37,6 +52,14 @@ from stockops_operator.schedules import (
 NOTE_RUN_NOW_HANDLED = "stockops.io/run-now-handled"
 NOTE_SKIPPED = "stockops.io/last-skipped-time"
 NOTE_BLOCKED = "stockops.io/blocked-by"
+# The runs held back because the StockModel cannot take one yet (see `ModelState`): while set,
+# every timer tick re-examines the schedule, so a held run starts as soon as it can.
+NOTE_HELD = "stockops.io/held-runs"
+
+# Why a schedule's StockModel cannot take a train run now (the Ready condition's reason).
+MODEL_NOT_FOUND = "ModelNotFound"
+MODEL_INVALID = "ModelInvalid"
+MODEL_SPEC_PENDING = "ModelSpecPending"
 
 
 @dataclass(frozen=True)
@@ -57,12 +80,69 @@ class NewRun:
     run_now: str | None
 
 
+@dataclass(frozen=True)
+class ModelState:
+    """Whether the schedule's StockModel can take a train run now, and if not, why.
+
+    A train Job mounts the StockModel's spec ConfigMap (`<model>-spec`); a Job created while
+    the model is missing or invalid, or before that ConfigMap holds the model's current spec,
+    would sit in ContainerCreating (or train on a stale spec). So no run starts then.
+
+    Attributes:
+        reason: None when a run can start; else MODEL_NOT_FOUND, MODEL_INVALID or
+            MODEL_SPEC_PENDING (the ConfigMap does not hold the current spec yet).
+        message: what a user should read in the Ready condition and the Event.
+    """
+
+    reason: str | None = None
+    message: str = ""
+
+    @property
+    def ready(self) -> bool:
+        return self.reason is None
+
+
+MODEL_READY = ModelState()
+
+
+def model_state(
+    name: str, model: Mapping[str, Any] | None, configmap: Mapping[str, Any] | None
+) -> ModelState:
+    """Whether StockModel `name` can take a train run, from the model and its spec ConfigMap.
+
+    Args:
+        name: the StockModel the schedule refers to.
+        model: the StockModel (at least identity and spec) or None if it does not exist.
+        configmap: its `<name>-spec` ConfigMap as read (at least metadata.annotations), or
+            None. It is current when its spec hash is that of the model's spec as given, so
+            a spec changed a moment ago waits for the operator to apply it.
+    """
+    if model is None:
+        return ModelState(MODEL_NOT_FOUND, f"StockModel {name} does not exist")
+    try:
+        spec = StockModelSpec.model_validate(model.get("spec") or {})
+    except ValidationError as exc:
+        problem = describe_spec_error(f"StockModel/{name}", exc).replace("\n", "; ")
+        return ModelState(MODEL_INVALID, f"invalid spec: {problem}")
+    meta = model.get("metadata") or {}
+    manifest = build_spec_manifest(name, str(meta.get("namespace")), spec.to_wire())
+    found = ((configmap or {}).get("metadata") or {}).get("annotations") or {}
+    if found.get(ANNOTATION_SPEC_HASH) != spec_hash(manifest):
+        return ModelState(
+            MODEL_SPEC_PENDING,
+            f"ConfigMap {spec_configmap_name(name)} does not hold StockModel {name}'s "
+            "current spec yet",
+        )
+    return MODEL_READY
+
+
 @dataclass
 class SchedulePlan:
     """The outcome of `plan_schedule`."""
 
     create: list[NewRun] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # runs waiting for the StockModel, in words
     record: str | None = None
     status: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, str | None] = field(default_factory=dict)
@@ -100,7 +180,7 @@ def plan_schedule(
     annotations: Mapping[str, str],
     status: Mapping[str, Any],
     jobs: Sequence[Mapping[str, Any]],
-    model_exists: bool,
+    model: ModelState,
     now: datetime,
 ) -> SchedulePlan:
     """Decide the next step of one RetrainSchedule.
@@ -111,6 +191,11 @@ def plan_schedule(
     lost: it starts after, if still within the deadline), Replace deletes the active runs,
     Allow starts beside them. `suspend` stops scheduled runs only; a run-now request still
     starts, as `kubectl create job --from=cronjob/...` does for a suspended CronJob.
+
+    While `model` is not ready, no run starts: a run-now request stays pending and a due
+    instant stays due (still subject to startingDeadlineSeconds); both start at the first
+    reconcile after the model is ready. The Ready condition says why, and one Event is
+    posted per change of what is held.
     """
     plan = SchedulePlan()
     by_name = {_name(j): j for j in jobs}
@@ -126,10 +211,15 @@ def plan_schedule(
     skipped = parse_time(annotations.get(NOTE_SKIPPED))
     last_scheduled = max((t for t in (last_schedule_time, skipped) if t is not None), default=None)
 
+    held = plan.held
+
     def start(run: NewRun) -> bool:
         """Apply the concurrency policy; True if the run is (or already was) started."""
         if run.name in by_name:
             return True
+        if not model.ready:
+            held.append(_describe(run))
+            return False
         if active and spec.concurrency_policy == ConcurrencyPolicy.FORBID:
             return False
         if active and spec.concurrency_policy == ConcurrencyPolicy.REPLACE:
@@ -146,17 +236,18 @@ def plan_schedule(
         plan.events.append(Event("Normal", "RunStarted", f"started train Job {run.name} ({what})"))
         return True
 
+    def _describe(run: NewRun) -> str:
+        if run.scheduled is None:
+            return f"the run-now request {run.run_now!r}"
+        return f"the run of {format_time(run.scheduled)}"
+
     blocked: str | None = None  # what waits behind the active runs (Forbid)
     handled_run_now = annotations.get(NOTE_RUN_NOW_HANDLED)
     request = annotations.get(ANNOTATION_RUN_NOW)
-    if not model_exists:
-        plan.events.append(
-            Event("Warning", "ModelNotFound", f"StockModel {spec.model_ref.name} does not exist")
-        )
-    elif request and request != handled_run_now:
+    if request and request != handled_run_now:
         if start(NewRun(manual_job_name(name, request), None, request)):
             handled_run_now = request
-        else:
+        elif model.ready:
             blocked = f"the run-now request {request!r}"
 
     next_run = None
@@ -179,11 +270,11 @@ def plan_schedule(
                     f"startingDeadlineSeconds={spec.starting_deadline_seconds} late",
                 )
             )
-        if run_plan.due is not None and model_exists:
+        if run_plan.due is not None:
             run = NewRun(scheduled_job_name(name, run_plan.due), run_plan.due, None)
             if start(run):
                 last_schedule_time = max(run_plan.due, last_schedule_time or run_plan.due)
-            else:
+            elif model.ready:
                 blocked = f"the run of {format_time(run_plan.due)}"
 
     # One Event per active run that blocks, not one per instant it blocks.
@@ -238,7 +329,50 @@ def plan_schedule(
         plan.notes[NOTE_RUN_NOW_HANDLED] = handled_run_now
     if blocking != annotations.get(NOTE_BLOCKED):
         plan.notes[NOTE_BLOCKED] = blocking
+    _model_readiness(plan, model, held, annotations, status)
+    if model.ready or (model.reason == MODEL_SPEC_PENDING and not held):
+        # A spec ConfigMap not applied yet matters only to a run that would start now.
+        ready, reason = True, "Scheduling"
+        message = "suspended" if spec.suspend else f"next run {plan.status.get('nextScheduleTime')}"
+    else:
+        ready, reason, message = False, str(model.reason), model.message
+        if held:
+            message += "; waiting: " + ", ".join(held)
+    plan.status["conditions"] = st.set_condition(
+        status.get("conditions") or [],
+        type_=st.READY,
+        status=ready,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
     return plan
+
+
+def _model_readiness(
+    plan: SchedulePlan,
+    model: ModelState,
+    held: Sequence[str],
+    annotations: Mapping[str, str],
+    status: Mapping[str, Any],
+) -> None:
+    """The held-runs note and one Event per change: not one per reconcile while it lasts."""
+    held_note = ", ".join(held) or None
+    if held_note != annotations.get(NOTE_HELD):
+        plan.notes[NOTE_HELD] = held_note
+    before = st.find_condition(status.get("conditions") or [], st.READY) or {}
+    newly_unready = model.reason in (MODEL_NOT_FOUND, MODEL_INVALID) and (
+        before.get("reason") != model.reason
+    )
+    newly_held = held_note is not None and held_note != annotations.get(NOTE_HELD)
+    if not (newly_unready or newly_held):
+        return
+    # A spec ConfigMap not applied yet is the moment between creating a StockModel and the
+    # operator applying its workloads: worth a Normal Event, not a Warning.
+    kind = "Normal" if model.reason == MODEL_SPEC_PENDING else "Warning"
+    text = model.message + (f"; waiting: {held_note}" if held_note else "")
+    plan.events.append(Event(kind, str(model.reason), text))
 
 
 def with_start_times(
@@ -281,7 +415,8 @@ def tick_needed(
     """Whether a timer tick of a RetrainSchedule has anything to do.
 
     Nothing can happen before the announced next instant while no run is active, the status
-    is of the current generation and the run-now request (if any) was handled: the tick is
+    is of the current generation, the run-now request (if any) was handled and no run is held
+    for its StockModel (`NOTE_HELD`): the tick is
     then answered from the object kopf already holds, without one API call. Most ticks of
     a schedule that runs every 15 minutes are of that kind.
     """
@@ -290,6 +425,8 @@ def tick_needed(
     request = annotations.get(ANNOTATION_RUN_NOW)
     if request and request != annotations.get(NOTE_RUN_NOW_HANDLED):
         return True
+    if annotations.get(NOTE_HELD):
+        return True  # a run waits for its StockModel: look again at every tick
     next_run = parse_time(status.get("nextScheduleTime"))
     if next_run is None:
         return not bool(status.get("conditions"))  # suspended (quiet) or never reconciled

@@ -8,7 +8,7 @@ from typing import Any, cast
 import httpx
 
 from stockops_model.spec import StockModelSpec
-from stockops_operator import appliers, builders
+from stockops_operator import appliers, builders, plans
 from stockops_operator.handlers import schedules
 from stockops_operator.kubeapi import KubeApi, Resource
 from stockops_operator.runtime import Runtime
@@ -159,3 +159,34 @@ async def test_a_tick_reads_and_reapplies_what_the_index_lacks_or_holds_stale() 
         runtime(kube), OWNER, model_spec(), force=False, known=indexed(stale)
     )
     assert sorted(kube.applied) == ["demo-feed", "demo-sink", "demo-spec"]
+
+
+def model_body() -> dict[str, Any]:
+    return {**body("demo"), "spec": model_spec().to_wire()}
+
+
+async def test_a_schedule_checks_its_models_spec_configmap_in_the_index_first() -> None:
+    configmap = owned(model_spec(), OWNER, available=1)["demo-spec"]
+    index = {("ns", "demo-spec"): [appliers.workload_snapshot(configmap)]}
+    kube = FakeKube({})
+
+    state = await schedules.check_model(runtime(kube), index, "ns", "demo", model_body())
+
+    assert state.ready
+    assert kube.gets == []
+
+
+async def test_a_spec_configmap_the_index_lacks_is_fetched_and_a_missing_one_holds_runs() -> None:
+    configmap = owned(model_spec(), OWNER, available=1)["demo-spec"]
+    present = FakeKube({"demo-spec": configmap})
+    absent = FakeKube({})
+
+    found = await schedules.check_model(runtime(present), {}, "ns", "demo", model_body())
+    missing = await schedules.check_model(runtime(absent), {}, "ns", "demo", model_body())
+    unknown = await schedules.check_model(runtime(absent), {}, "ns", "demo", None)
+
+    assert found.ready
+    assert present.gets == ["configmaps/ns/demo-spec"]
+    assert missing.reason == plans.MODEL_SPEC_PENDING
+    assert unknown.reason == plans.MODEL_NOT_FOUND
+    assert absent.gets == ["configmaps/ns/demo-spec"]  # no ConfigMap is looked for without a model

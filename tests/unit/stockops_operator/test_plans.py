@@ -7,9 +7,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from stockops_model.spec import RetrainScheduleSpec
+from stockops_model.spec import RetrainScheduleSpec, StockModelSpec
 from stockops_operator import plans
-from stockops_operator.builders import ANNOTATION_RUN_NOW, ANNOTATION_SCHEDULED, ANNOTATION_VERSION
+from stockops_operator.builders import (
+    ANNOTATION_RUN_NOW,
+    ANNOTATION_SCHEDULED,
+    ANNOTATION_VERSION,
+    Owner,
+    build_spec_configmap,
+)
 from stockops_operator.schedules import (
     CronTiming,
     format_time,
@@ -75,7 +81,7 @@ def plan(
     jobs: list[dict[str, Any]] | None = None,
     status: Mapping[str, Any] | None = None,
     annotations: Mapping[str, str] | None = None,
-    model_exists: bool = True,
+    model: plans.ModelState = plans.MODEL_READY,
     **fields: object,
 ) -> plans.SchedulePlan:
     return plans.plan_schedule(
@@ -87,7 +93,7 @@ def plan(
         annotations=annotations or {},
         status=status or {},
         jobs=jobs or [],
-        model_exists=model_exists,
+        model=model,
         now=now,
     )
 
@@ -199,10 +205,125 @@ def test_run_now_waits_under_forbid_and_is_not_lost() -> None:
     assert [r.run_now for r in later.create] == ["x"]
 
 
-def test_no_run_while_the_model_is_missing() -> None:
-    p = plan(now=T1 + timedelta(seconds=1), model_exists=False)
+MISSING = plans.ModelState(plans.MODEL_NOT_FOUND, "StockModel demo does not exist")
+INVALID = plans.ModelState(plans.MODEL_INVALID, "StockModel demo has an invalid spec: x")
+PENDING = plans.ModelState(plans.MODEL_SPEC_PENDING, "ConfigMap demo-spec does not hold ...")
+
+
+def ready_condition(p: plans.SchedulePlan) -> tuple[str, str, str]:
+    (ready,) = p.status["conditions"]
+    return ready["status"], ready["reason"], ready["message"]
+
+
+def test_no_run_while_the_model_is_missing_and_one_warning_not_one_per_tick() -> None:
+    p = plan(now=T1 + timedelta(seconds=1), model=MISSING)
     assert p.create == []
-    assert [e.reason for e in p.events] == ["ModelNotFound"]
+    assert [(e.type, e.reason) for e in p.events] == [("Warning", "ModelNotFound")]
+    assert ready_condition(p)[:2] == ("False", "ModelNotFound")
+    assert "the run of " + format_time(T1) in ready_condition(p)[2]
+    # The next tick, still missing: the same run is held, nothing new to say.
+    again = plan(
+        now=T1 + timedelta(seconds=11),
+        model=MISSING,
+        status=p.status,
+        annotations=applied(p.notes),
+    )
+    assert again.create == []
+    assert again.events == []
+
+
+def test_a_run_now_request_waits_for_an_invalid_model_then_starts_once_it_is_fixed() -> None:
+    request = {ANNOTATION_RUN_NOW: "try-it"}
+    p = plan(now=T1 - timedelta(minutes=10), model=INVALID, annotations=request)
+    assert p.create == []
+    assert plans.NOTE_RUN_NOW_HANDLED not in p.notes  # still pending
+    assert p.notes[plans.NOTE_HELD] == "the run-now request 'try-it'"
+    assert [(e.type, e.reason) for e in p.events] == [("Warning", "ModelInvalid")]
+    assert "waiting: the run-now request 'try-it'" in p.events[0].message
+    assert ready_condition(p)[:2] == ("False", "ModelInvalid")
+    # Held: every tick looks again, although the next instant is far.
+    noted = {**request, **applied(p.notes)}
+    assert plans.tick_needed(generation=3, annotations=noted, status=p.status, now=p_now(p))
+
+    fixed = plan(now=T1 - timedelta(minutes=9), annotations=noted, status=p.status)
+    assert [r.run_now for r in fixed.create] == ["try-it"]
+    assert fixed.notes[plans.NOTE_RUN_NOW_HANDLED] == "try-it"
+    assert fixed.notes[plans.NOTE_HELD] is None
+    assert ready_condition(fixed)[:2] == ("True", "Scheduling")
+
+
+def p_now(p: plans.SchedulePlan) -> datetime:
+    """A moment before the plan's next instant: a tick that would otherwise be idle."""
+    nxt = p.status["nextScheduleTime"]
+    return datetime.fromisoformat(nxt.replace("Z", "+00:00")) - timedelta(minutes=1)
+
+
+def test_a_held_scheduled_run_starts_late_within_the_starting_deadline() -> None:
+    held = plan(now=T1 + timedelta(seconds=1), model=PENDING, startingDeadlineSeconds=300)
+    assert held.create == []
+    assert held.status["lastScheduleTime"] is None  # not started: still due
+    assert [(e.type, e.reason) for e in held.events] == [("Normal", "ModelSpecPending")]
+    later = plan(
+        now=T1 + timedelta(seconds=30),
+        status=held.status,
+        annotations=applied(held.notes),
+        startingDeadlineSeconds=300,
+    )
+    assert [r.scheduled for r in later.create] == [T1]
+
+
+def test_a_held_scheduled_run_past_the_starting_deadline_is_missed() -> None:
+    held = plan(now=T1 + timedelta(seconds=1), model=INVALID, startingDeadlineSeconds=60)
+    fixed = plan(
+        now=T1 + timedelta(minutes=5),
+        status=held.status,
+        annotations=applied(held.notes),
+        startingDeadlineSeconds=60,
+    )
+    assert fixed.create == []
+    assert fixed.notes[plans.NOTE_SKIPPED] == format_time(T1)
+    assert "MissedSchedule" in [e.reason for e in fixed.events]
+
+
+def test_replace_deletes_nothing_while_the_new_run_cannot_start() -> None:
+    running = job(scheduled_job_name("hourly", T1), scheduled=T1)
+    p = plan(
+        now=T2 + timedelta(seconds=1), jobs=[running], concurrencyPolicy="Replace", model=INVALID
+    )
+    assert p.delete == []
+    assert p.create == []
+
+
+def test_a_spec_configmap_not_applied_yet_matters_only_to_a_run_that_would_start() -> None:
+    idle = plan(now=T1 - timedelta(minutes=10), model=PENDING)
+    assert idle.events == []
+    assert ready_condition(idle)[:2] == ("True", "Scheduling")
+    assert plans.NOTE_HELD not in idle.notes
+
+
+def test_model_state_checks_existence_validity_and_the_current_spec_configmap() -> None:
+    model = {
+        "metadata": {"name": "demo", "namespace": "ns", "uid": "u"},
+        "spec": {
+            "tickers": ["AAPL"],
+            "source": {"type": "synthetic"},
+            "storage": {"path": "bars"},
+            "mlflow": {"trackingUri": "http://127.0.0.1:9", "modelName": "demo"},
+        },
+    }
+    owner = Owner(kind="StockModel", name="demo", namespace="ns", uid="u")
+    wire = StockModelSpec.model_validate(model["spec"]).to_wire()
+    current = build_spec_configmap(owner, wire)
+    stale = build_spec_configmap(owner, {**wire, "tickers": ["MSFT"]})
+    invalid = {**model, "spec": {**model["spec"], "tickers": []}}
+
+    assert plans.model_state("demo", None, current).reason == plans.MODEL_NOT_FOUND
+    bad = plans.model_state("demo", invalid, current)
+    assert bad.reason == plans.MODEL_INVALID
+    assert "StockModel/demo tickers" in bad.message
+    assert plans.model_state("demo", model, None).reason == plans.MODEL_SPEC_PENDING
+    assert plans.model_state("demo", model, stale).reason == plans.MODEL_SPEC_PENDING
+    assert plans.model_state("demo", model, current).ready
 
 
 def test_starting_deadline_skips_a_late_run_with_a_warning() -> None:

@@ -30,6 +30,9 @@ async def reconciling(kind: str, rt: Runtime, uid: str) -> AsyncIterator[None]:
         except kopf.PermanentError:
             metrics.RECONCILES.labels(kind, "invalid").inc()
             raise
+        except kopf.TemporaryError:
+            metrics.RECONCILES.labels(kind, "retry").inc()
+            raise
         except KubeApiError as exc:
             metrics.RECONCILES.labels(kind, "retry" if exc.retryable else "error").inc()
             if exc.retryable:

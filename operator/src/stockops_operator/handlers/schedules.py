@@ -14,6 +14,14 @@ one watch event fewer per reconcile.
 
 Called on create/update (a run-now annotation starts a run at once) and by a timer every
 `STOCKOPS_SCHEDULE_TICK_SECONDS`, so a scheduled run starts at most one tick late.
+
+No run starts while the StockModel is missing or invalid, or while its spec ConfigMap (which
+the train Job mounts) does not hold the model's current spec: the run is held
+(`plans.ModelState`), status and one Event say why, and every tick looks again. The
+ConfigMap is read from kopf's index of the owned ConfigMaps, and fetched only when the index
+does not show it current (created or changed a moment ago). A StockModel and a schedule
+applied together are the common case of a ConfigMap not applied yet, so a create/update
+event that held a run is retried after `SPEC_PENDING_RETRY_S` rather than at the next tick.
 """
 
 from __future__ import annotations
@@ -37,13 +45,14 @@ from stockops_model.spec import (
 from stockops_operator import appliers, builders, metrics, plans, status
 from stockops_operator.handlers.outcomes import reconciling
 from stockops_operator.handlers.stockmodels import record_training
-from stockops_operator.kubeapi import RETRAINSCHEDULES, STOCKMODELS
+from stockops_operator.kubeapi import CONFIGMAPS, RETRAINSCHEDULES, STOCKMODELS
 from stockops_operator.runtime import Runtime
 from stockops_operator.schedules import build_timing, parse_time
 
 KIND = "RetrainSchedule"
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 ModelIndex = Mapping[tuple[str, str], Iterable[Mapping[str, Any]]]
+SPEC_PENDING_RETRY_S = 1.0  # the StockModel's handler applies its ConfigMap within moments
 
 
 def model_snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,6 +75,23 @@ async def read_model(
     return await rt.kube.get(STOCKMODELS, namespace, name)
 
 
+async def check_model(
+    rt: Runtime,
+    configmaps: ModelIndex,
+    namespace: str,
+    name: str,
+    model: Mapping[str, Any] | None,
+) -> plans.ModelState:
+    """Whether StockModel `name` can take a run: its spec ConfigMap from kopf's index, else
+    (not there, or not current yet) from the API server."""
+    cm_name = builders.spec_configmap_name(name)
+    indexed = next(iter(configmaps.get((namespace, cm_name), ())), None)
+    state = plans.model_state(name, model, indexed)
+    if state.reason == plans.MODEL_SPEC_PENDING:
+        state = plans.model_state(name, model, await rt.kube.get(CONFIGMAPS, namespace, cm_name))
+    return state
+
+
 async def reconcile(
     body: kopf.Body,
     rt: Runtime,
@@ -74,8 +100,15 @@ async def reconcile(
     event: bool,
     patch: kopf.Patch,
     models: ModelIndex,
+    configmaps: ModelIndex,
 ) -> None:
-    """Bring one RetrainSchedule's Jobs and status in line with its spec and the clock."""
+    """Bring one RetrainSchedule's Jobs and status in line with its spec and the clock.
+
+    `models` and `configmaps` are kopf's indexes of the StockModels and of their ConfigMaps.
+
+    Raises:
+        kopf.TemporaryError: on an event, a run was held for a spec ConfigMap not applied yet.
+    """
     meta = body["metadata"]
     if not event and not plans.tick_needed(
         generation=int(meta.get("generation") or 0),
@@ -86,7 +119,9 @@ async def reconcile(
         metrics.RECONCILES.labels(KIND, "idle").inc()
         return
     async with reconciling(KIND, rt, meta["uid"]):
-        await _reconcile(body, rt, logger, event=event, patch=patch, models=models)
+        await _reconcile(
+            body, rt, logger, event=event, patch=patch, models=models, configmaps=configmaps
+        )
 
 
 async def _invalid(
@@ -127,6 +162,7 @@ async def _reconcile(
     event: bool,
     patch: kopf.Patch,
     models: ModelIndex,
+    configmaps: ModelIndex,
 ) -> None:
     meta = body["metadata"]
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
@@ -143,6 +179,7 @@ async def _reconcile(
         return
 
     model = await read_model(rt, models, namespace, spec.model_ref.name)
+    readiness = await check_model(rt, configmaps, namespace, spec.model_ref.name, model)
     runtime = _runtime_of(model)
     jobs = await appliers.owned_jobs(rt.kube, namespace, f"{builders.LABEL_SCHEDULE}={name}", uid)
     current = body.get("status") or {}
@@ -155,7 +192,7 @@ async def _reconcile(
         annotations=meta.get("annotations") or {},
         status=current,
         jobs=jobs,
-        model_exists=model is not None,
+        model=readiness,
         now=datetime.now(UTC),
     )
 
@@ -181,15 +218,6 @@ async def _reconcile(
 
     desired = dict(plan.status)
     desired["active"] = plans.with_start_times(desired["active"], started)
-    desired["conditions"] = status.set_condition(
-        current.get("conditions") or [],
-        type_=status.READY,
-        status=model is not None,
-        reason="Scheduling" if model is not None else "ModelNotFound",
-        message="suspended" if spec.suspend else f"next run {desired.get('nextScheduleTime')}",
-        generation=generation,
-        now=datetime.now(UTC),
-    )
     if plan.record is not None:
         job = next(j for j in jobs if j["metadata"]["name"] == plan.record)
         result = await appliers.read_train_result(rt, job, model)
@@ -220,3 +248,5 @@ async def _reconcile(
     appliers.post_events(body, plan.events)
     for ev in plan.events:
         logger.info("%s: %s", ev.reason, ev.message)
+    if event and readiness.reason == plans.MODEL_SPEC_PENDING and plan.held:
+        raise kopf.TemporaryError(readiness.message, delay=SPEC_PENDING_RETRY_S)
