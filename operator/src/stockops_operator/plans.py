@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -170,6 +170,24 @@ def _started_at(job: Mapping[str, Any]) -> str:
     return str(annotations.get(ANNOTATION_SCHEDULED) or _meta(job).get("creationTimestamp") or "")
 
 
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def recency(job: Mapping[str, Any]) -> tuple[datetime, datetime, datetime, str]:
+    """Sort key of finished Jobs, oldest first.
+
+    Kubernetes writes times to the second, so two runs often finish "at once": the tie goes
+    to the run scheduled (for a run-now Job: created) later, then to the one created later,
+    then to the name, never to the order in which the API server listed them.
+    """
+    return (
+        parse_time(_finished_at(job)) or _NEVER,
+        parse_time(_started_at(job)) or _NEVER,
+        parse_time(_meta(job).get("creationTimestamp")) or _NEVER,
+        _name(job),
+    )
+
+
 def plan_schedule(
     *,
     name: str,
@@ -292,7 +310,7 @@ def plan_schedule(
     # Record the newest finished run once; its result is read by the handler.
     finished = sorted(
         (n for n, p in phases.items() if p != st.JobPhase.ACTIVE and n not in plan.delete),
-        key=lambda n: _finished_at(by_name[n]),
+        key=lambda n: recency(by_name[n]),
     )
     last_run = status.get("lastRun") or {}
     if finished and last_run.get("jobName") != finished[-1]:
@@ -545,9 +563,7 @@ def plan_stockmodel(
             by_version[str(version)] = job
     serving = status.get("servingVersion")
     succeeded = [
-        (_finished_at(j), v)
-        for v, j in by_version.items()
-        if st.job_phase(j) == st.JobPhase.SUCCEEDED
+        (recency(j), v) for v, j in by_version.items() if st.job_phase(j) == st.JobPhase.SUCCEEDED
     ]
     if succeeded:
         serving = max(succeeded)[1]

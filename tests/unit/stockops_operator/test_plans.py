@@ -600,3 +600,56 @@ def test_start_times_leave_scheduled_runs_and_unknown_jobs_alone() -> None:
     active = [{"name": "a", "scheduledTime": "2026-01-01T01:00:00Z"}, {"name": "b"}]
     filled = plans.with_start_times(active, {"a": "2026-01-01T01:00:05Z", "c": None})
     assert filled == active
+
+
+def created_at(j: dict[str, Any], when: datetime) -> dict[str, Any]:
+    j["metadata"]["creationTimestamp"] = format_time(when)
+    return j
+
+
+def test_runs_finished_in_the_same_second_rank_by_scheduled_or_requested_time() -> None:
+    # Requested by hand before T2, the scheduled run of T2 started after it; both end in the
+    # same second. By name the run-now Job would sort last ("hourly-now-..." > "hourly-17...").
+    same_second = T2 + timedelta(minutes=5)
+    early = created_at(
+        job(
+            manual_job_name("hourly", "x"),
+            phase="Complete",
+            finished=same_second,
+            annotations={ANNOTATION_RUN_NOW: "x"},
+        ),
+        T2 - timedelta(minutes=1),
+    )
+    late = job(
+        scheduled_job_name("hourly", T2), scheduled=T2, phase="Complete", finished=same_second
+    )
+    for listed in ([early, late], [late, early]):
+        p = plan(
+            now=T2 + timedelta(minutes=6),
+            jobs=listed,
+            status={"lastScheduleTime": format_time(T2)},
+            successfulRunsHistoryLimit=1,
+        )
+        assert p.record == late["metadata"]["name"]
+        assert p.delete == [early["metadata"]["name"]]
+
+
+def test_a_tie_in_finish_and_start_goes_to_the_later_created_then_to_the_name() -> None:
+    a = created_at(job("hourly-now-a", phase="Complete", finished=T2), T1)
+    b = created_at(job("hourly-now-b", phase="Complete", finished=T2), T1)
+    c = created_at(job("hourly-now-0", phase="Complete", finished=T2), T1 + timedelta(seconds=1))
+    ranked = sorted([c, b, a], key=plans.recency)
+    assert [j["metadata"]["name"] for j in ranked] == [
+        "hourly-now-a",
+        "hourly-now-b",
+        "hourly-now-0",
+    ]
+
+
+def test_deploys_finished_in_the_same_second_serve_the_later_created_version() -> None:
+    old = created_at(deploy_job("9", "Complete"), T1)
+    new = created_at(deploy_job("10", "Complete"), T1 + timedelta(seconds=30))
+    for listed in ([old, new], [new, old]):
+        p = model_plan(registry=plans.Registry("10"), deploy_jobs=listed)
+        assert p.status["servingVersion"] == "10"
+        assert p.deploy is None
