@@ -138,10 +138,16 @@ def model_state(
 
 @dataclass
 class SchedulePlan:
-    """The outcome of `plan_schedule`."""
+    """The outcome of `plan_schedule`.
+
+    `delete` (runs Replace ends) is applied before `create`; `prune` (finished runs past the
+    history limits) only after the status write, so an observer never sees a run gone while
+    `lastRun` still names an older one. A prune lost to a crash is planned again next time.
+    """
 
     create: list[NewRun] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)
+    prune: list[str] = field(default_factory=list)
     held: list[str] = field(default_factory=list)  # runs waiting for the StockModel, in words
     record: str | None = None
     status: dict[str, Any] = field(default_factory=dict)
@@ -324,7 +330,7 @@ def plan_schedule(
         done = [n for n in finished if phases[n] == outcome and n != plan.record]
         keep = limit - (1 if plan.record is not None and phases[plan.record] == outcome else 0)
         for old in done[: max(0, len(done) - max(keep, 0))]:
-            plan.delete.append(old)
+            plan.prune.append(old)
 
     succeeded_times = [
         _finished_at(by_name[n]) for n in finished if phases[n] == st.JobPhase.SUCCEEDED

@@ -377,7 +377,8 @@ def test_history_limits_delete_the_oldest_finished_runs() -> None:
         successfulRunsHistoryLimit=2,
         failedRunsHistoryLimit=1,
     )
-    assert sorted(p.delete) == ["bad-0", "bad-1", "ok-0", "ok-1", "ok-2"]
+    assert sorted(p.prune) == ["bad-0", "bad-1", "ok-0", "ok-1", "ok-2"]
+    assert p.delete == []  # pruned after the status write, not before it
 
 
 def test_run_record_puts_metrics_beside_the_naive_forecast() -> None:
@@ -631,7 +632,7 @@ def test_runs_finished_in_the_same_second_rank_by_scheduled_or_requested_time() 
             successfulRunsHistoryLimit=1,
         )
         assert p.record == late["metadata"]["name"]
-        assert p.delete == [early["metadata"]["name"]]
+        assert p.prune == [early["metadata"]["name"]]
 
 
 def test_a_tie_in_finish_and_start_goes_to_the_later_created_then_to_the_name() -> None:

@@ -1,10 +1,10 @@
 """Reconcile one RetrainSchedule: start, replace and prune train Jobs; record their results.
 
 Read (the StockModel, the Jobs the schedule owns) -> `plans.plan_schedule` -> apply: delete
-(Replace, history limits), create (deterministic names: AlreadyExists is a no-op, so a
-restarted operator never duplicates a run), record the newest finished run's result (Pod
-termination message, else the MLflow run tagged with the Job's name) in the schedule's and
-the StockModel's status, write status, post Events.
+(Replace), create (deterministic names: AlreadyExists is a no-op, so a restarted operator
+never duplicates a run), record the newest finished run's result (Pod termination message,
+else the MLflow run tagged with the Job's name) in the schedule's and the StockModel's
+status, write status, then delete the runs past the history limits, post Events.
 
 The StockModel is read from kopf's index of the StockModels it watches (no API call), and
 fetched only when the index does not hold it yet (a model created a moment ago) or when its
@@ -245,6 +245,8 @@ async def _reconcile(
     for key, value in plan.notes.items():
         patch.metadata.annotations[key] = value
     await appliers.write_status(rt.kube, RETRAINSCHEDULES, body, desired)
+    # After the status write: lastRun names the newest run before older ones disappear.
+    await appliers.delete_jobs(rt.kube, namespace, plan.prune)
     appliers.post_events(body, plan.events)
     for ev in plan.events:
         logger.info("%s: %s", ev.reason, ev.message)
