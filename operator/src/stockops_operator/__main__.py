@@ -3,12 +3,14 @@
 Logs are JSON lines unless `STOCKOPS_LOG_JSON=false`. With `STOCKOPS_PEERING_NAME` set (the
 default), the peering is mandatory: of several replicas only the one with the highest
 priority (random unless `STOCKOPS_PEERING_PRIORITY` is set) acts; the others pause until its
-peering record expires.
+peering record expires (`STOCKOPS_PEERING_LIFETIME`). `STOCKOPS_PEERING_ID` (the chart: the
+Pod's name) keeps a restarted process's identity, so it does not wait for its own old record.
 """
 
 from __future__ import annotations
 
 import secrets
+from typing import Any, cast
 
 import kopf
 
@@ -29,6 +31,8 @@ def run() -> None:
         standalone=not settings.peering_name,
         peering_name=settings.peering_name or None,
         priority=priority,
+        # kopf types it as its NewType of str, which it does not export.
+        identity=cast(Any, settings.peering_id) or None,
         clusterwide=not settings.namespace,
         namespaces=[settings.namespace] if settings.namespace else (),
         liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz"

@@ -36,6 +36,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.server_timeout = 300
     if SETTINGS.peering_name:
         settings.peering.name = SETTINGS.peering_name
+    # Startup handlers run before peering begins, so the first record carries this lifetime.
+    settings.peering.lifetime = SETTINGS.peering_lifetime
     metrics.serve(SETTINGS.metrics_port)
     memo.runtime = Runtime(
         settings=SETTINGS,

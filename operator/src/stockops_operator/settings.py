@@ -18,6 +18,7 @@ from typing import Any
 from stockops_model.errors import SpecError
 
 PREFIX = "STOCKOPS_"
+MIN_PEERING_LIFETIME = 15
 
 # Requests and limits per workload when the chart gives none: measured on a 2-core machine
 # (TensorFlow training peaks near 1.5 GiB; feed and sink stay under 200 MiB).
@@ -54,7 +55,20 @@ class Settings:
             Empty runs standalone (tests, local development).
         peering_priority: this replica's kopf peering priority; 0 draws a random one at start,
             so of several replicas exactly one (the highest) acts. kopf pauses ALL operators
-            of equal priority, so replicas must not share one.
+            of equal priority, so replicas must not share one. A replica restarted after a
+            crash draws a new one; if it is lower than the dead replica's, it waits until the
+            dead one's record expires (`peering_lifetime`) before acting. Set it per replica
+            (e.g. from a StatefulSet's pod ordinal) so replicas never draw equal ones; that
+            alone does not avoid the wait (an equal priority pauses too): `peering_id` does.
+        peering_id: this replica's identity in the peering object; empty uses kopf's
+            default, which is new at every start (user@host/start time/random), so a
+            restarted process meets its own previous record as a stranger's. The chart sets
+            it to the Pod's name: a container restarted in the same Pod takes its record
+            back at once, whatever its priority.
+        peering_lifetime: seconds a replica's peering record stays valid without a refresh
+            (kopf's `settings.peering.lifetime`; kopf refreshes it 5-10 s before expiry). It
+            bounds how long the others wait after a replica dies. At least 15, so a refresh
+            arrives before expiry even under load.
         metrics_port: port of the Prometheus `/metrics` endpoint; 0 turns it off.
         liveness_port: port of kopf's `/healthz` (python -m stockops_operator); 0 turns it off.
         log_json: log one JSON object per line (containers) rather than text.
@@ -79,6 +93,8 @@ class Settings:
     namespace: str = ""
     peering_name: str = "stockops"
     peering_priority: int = 0
+    peering_lifetime: int = 60
+    peering_id: str = ""
     metrics_port: int = 9090
     liveness_port: int = 8080
     log_json: bool = True
@@ -138,4 +154,9 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
     settings = Settings(**values)
     if settings.schedule_tick_seconds <= 0 or settings.model_poll_seconds <= 0:
         raise SpecError(f"{PREFIX}SCHEDULE_TICK_SECONDS and MODEL_POLL_SECONDS must be positive")
+    if settings.peering_lifetime < MIN_PEERING_LIFETIME:
+        raise SpecError(
+            f"{PREFIX}PEERING_LIFETIME={settings.peering_lifetime} must be at least "
+            f"{MIN_PEERING_LIFETIME} (kopf refreshes the record 5-10 s before it expires)"
+        )
     return settings
