@@ -976,3 +976,89 @@ def test_two_replicas_in_one_peering_never_both_act(
     finally:
         for replica in replicas:
             replica.stop()
+
+
+def test_a_restarted_replica_with_its_peering_id_acts_at_once_and_a_new_one_waits_its_lifetime(
+    namespace: str,
+    admin: Any,
+    operator_kubeconfig: Path,
+    kubelet: Any,
+    kube_cluster: KubeCluster,
+    tmp_path: Path,
+    eventually: Any,
+) -> None:
+    # The chart sets STOCKOPS_PEERING_ID to the Pod's name, so a container restarted after a
+    # crash keeps it; a replacement Pod (new name) waits for the dead record to expire.
+    peering_path = f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/stockops"
+
+    def record(identity: str) -> dict[str, Any] | None:
+        peering = admin.call("GET", peering_path) or {}
+        found = (peering.get("status") or {}).get(identity)
+        return dict(found) if found else None
+
+    def deadline(rec: dict[str, Any]) -> float:
+        return _epoch(rec["lastseen"]) + int(rec["lifetime"])
+
+    def run_now(value: str) -> str:
+        patch(
+            admin,
+            namespace,
+            "retrainschedules",
+            "nightly",
+            {"metadata": {"annotations": {"stockops.io/run-now": value}}},
+        )
+        job = eventually(
+            lambda: next(
+                (
+                    j
+                    for j in jobs(admin, namespace)
+                    if j["metadata"]["annotations"].get("stockops.io/run-now") == value
+                ),
+                None,
+            ),
+            timeout=240,
+            what=f"the Job of run-now {value!r}",
+        )
+        return str(job["metadata"]["creationTimestamp"])
+
+    first = Operator(operator_kubeconfig, namespace, tmp_path / "first.log")
+    first.env.update(STOCKOPS_PEERING_ID="replica-0", STOCKOPS_PEERING_PRIORITY="200")
+    try:
+        first.start()
+        kube_cluster.apply(
+            [
+                stockmodel("demo"),
+                schedule("nightly", "demo", schedule="0 3 * * *", concurrencyPolicy="Allow"),
+            ],
+            namespace=namespace,
+        )
+        run_now("one")
+        first.kill()
+        dead = record("replica-0")
+        assert dead is not None
+
+        # The same identity with a LOWER priority: kopf takes the dead record as its own, so
+        # the run starts while that record is still live (a stranger would wait for it).
+        first.env.update(STOCKOPS_PEERING_PRIORITY="100", STOCKOPS_PEERING_LIFETIME="15")
+        first.start()
+        created = run_now("two")
+        # creationTimestamp is cut to the second: the Job existed by `created` + 1 s.
+        assert _epoch(created) + 1 <= deadline(dead)
+        first.kill()
+        dead = record("replica-0")
+        assert dead is not None
+        assert int(dead["lifetime"]) == 15
+
+        # A new identity, lower priority: it waits until the dead record (15 s) expires.
+        second = Operator(operator_kubeconfig, namespace, tmp_path / "second.log")
+        second.env.update(STOCKOPS_PEERING_ID="replica-1", STOCKOPS_PEERING_PRIORITY="50")
+        second.start()
+        try:
+            created = run_now("three")
+            assert _epoch(created) >= int(deadline(dead))  # creation time is to the second
+        finally:
+            second.stop()
+            assert "HTTP 403" not in second.log()
+    finally:
+        first.stop()
+        assert "HTTP 403" not in first.log()
