@@ -55,10 +55,11 @@ def workload_snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _read(
+async def read_indexed(
     rt: Runtime, resource: Resource, known: ObjectIndex, namespace: str, name: str
 ) -> Mapping[str, Any] | None:
-    # Absent from the index may only mean not seen yet: ask the API server before applying.
+    """An object from kopf's index `known`, else from the API server; None if it does not
+    exist. Absent from the index may only mean not seen yet, so that is never taken as gone."""
     for found in known.get((namespace, name), ()):
         return found
     return await rt.kube.get(resource, namespace, name)
@@ -91,7 +92,7 @@ async def ensure_workloads(
     current: dict[str, Mapping[str, Any] | None] = {}
     if not force:
         for workload, manifest in deployments.items():
-            current[workload] = await _read(
+            current[workload] = await read_indexed(
                 rt, DEPLOYMENTS, known.deployments, owner.namespace, manifest["metadata"]["name"]
             )
         fresh = all(
@@ -104,7 +105,8 @@ async def ensure_workloads(
         )
         cm_name = configmap["metadata"]["name"]
         if fresh and (
-            await _read(rt, CONFIGMAPS, known.configmaps, owner.namespace, cm_name) is not None
+            await read_indexed(rt, CONFIGMAPS, known.configmaps, owner.namespace, cm_name)
+            is not None
         ):
             return current
     # Server-side apply is idempotent: applying what is already there changes nothing.

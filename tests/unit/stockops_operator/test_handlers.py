@@ -10,7 +10,7 @@ import httpx
 from stockops_model.spec import StockModelSpec
 from stockops_operator import appliers, builders, plans
 from stockops_operator.handlers import schedules
-from stockops_operator.kubeapi import KubeApi, Resource
+from stockops_operator.kubeapi import STOCKMODELS, KubeApi, Resource
 from stockops_operator.runtime import Runtime
 from stockops_operator.settings import Settings
 
@@ -59,7 +59,7 @@ async def test_a_model_in_the_index_is_read_without_an_api_call() -> None:
     kube = FakeKube({"demo": body("demo")})
     index = {("ns", "demo"): [schedules.model_snapshot(body("demo"))]}
 
-    model = await schedules.read_model(runtime(kube), index, "ns", "demo")
+    model = await appliers.read_indexed(runtime(kube), STOCKMODELS, index, "ns", "demo")
 
     assert model is not None
     assert model["metadata"]["name"] == "demo"
@@ -69,8 +69,8 @@ async def test_a_model_in_the_index_is_read_without_an_api_call() -> None:
 async def test_a_model_the_index_does_not_hold_yet_is_fetched() -> None:
     kube = FakeKube({"fresh": body("fresh")})
 
-    found = await schedules.read_model(runtime(kube), {}, "ns", "fresh")
-    missing = await schedules.read_model(runtime(kube), {}, "ns", "absent")
+    found = await appliers.read_indexed(runtime(kube), STOCKMODELS, {}, "ns", "fresh")
+    missing = await appliers.read_indexed(runtime(kube), STOCKMODELS, {}, "ns", "absent")
 
     assert found is not None
     assert found["metadata"]["name"] == "fresh"

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +51,6 @@ from stockops_operator.schedules import build_timing, parse_time
 
 KIND = "RetrainSchedule"
 Logger = logging.Logger | logging.LoggerAdapter[Any]
-ModelIndex = Mapping[tuple[str, str], Iterable[Mapping[str, Any]]]
 SPEC_PENDING_RETRY_S = 1.0  # the StockModel's handler applies its ConfigMap within moments
 
 
@@ -66,18 +65,9 @@ def model_snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def read_model(
-    rt: Runtime, models: ModelIndex, namespace: str, name: str
-) -> Mapping[str, Any] | None:
-    """A StockModel from kopf's index, else from the API server; None if it does not exist."""
-    for model in models.get((namespace, name), ()):
-        return model
-    return await rt.kube.get(STOCKMODELS, namespace, name)
-
-
 async def check_model(
     rt: Runtime,
-    configmaps: ModelIndex,
+    configmaps: appliers.ObjectIndex,
     namespace: str,
     name: str,
     model: Mapping[str, Any] | None,
@@ -99,8 +89,8 @@ async def reconcile(
     *,
     event: bool,
     patch: kopf.Patch,
-    models: ModelIndex,
-    configmaps: ModelIndex,
+    models: appliers.ObjectIndex,
+    configmaps: appliers.ObjectIndex,
 ) -> None:
     """Bring one RetrainSchedule's Jobs and status in line with its spec and the clock.
 
@@ -161,8 +151,8 @@ async def _reconcile(
     *,
     event: bool,
     patch: kopf.Patch,
-    models: ModelIndex,
-    configmaps: ModelIndex,
+    models: appliers.ObjectIndex,
+    configmaps: appliers.ObjectIndex,
 ) -> None:
     meta = body["metadata"]
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
@@ -178,7 +168,7 @@ async def _reconcile(
         await _invalid(body, rt, logger, f"{KIND}/{name} {exc}", event=event)
         return
 
-    model = await read_model(rt, models, namespace, spec.model_ref.name)
+    model = await appliers.read_indexed(rt, STOCKMODELS, models, namespace, spec.model_ref.name)
     readiness = await check_model(rt, configmaps, namespace, spec.model_ref.name, model)
     runtime = _runtime_of(model)
     jobs = await appliers.owned_jobs(rt.kube, namespace, f"{builders.LABEL_SCHEDULE}={name}", uid)
