@@ -158,7 +158,7 @@ class DeadLetterQueue:
         async def send_all() -> None:
             try:
                 for letter in letters:
-                    await dlq.publish(topic, letter.value, key=letter.key, headers=letter.headers)
+                    await self._publish(dlq, letter)
                 await dlq.flush()
             except MessageTooLargeError as exc:
                 # Kafka refuses a whole produce batch for one oversized record: find it.
@@ -170,9 +170,8 @@ class DeadLetterQueue:
         await retry("dead-letter malformed messages", send_all)
 
     async def _send_one(self, dlq: Publisher, letter: DeadLetter) -> DeadLetter:
-        topic = self.topic
         try:
-            await dlq.publish(topic, letter.value, key=letter.key, headers=letter.headers)
+            await self._publish(dlq, letter)
             await dlq.flush()
             return letter
         except MessageTooLargeError as exc:
@@ -181,11 +180,14 @@ class DeadLetterQueue:
             why = str(exc)
         pointer = await self._offload(letter, why)
         try:
-            await dlq.publish(topic, pointer.value, key=pointer.key, headers=pointer.headers)
+            await self._publish(dlq, pointer)
             await dlq.flush()
         except MessageTooLargeError as exc:
             raise self._pointer_refused(pointer, exc) from exc
         return pointer
+
+    async def _publish(self, dlq: Publisher, letter: DeadLetter) -> None:
+        await dlq.publish(self.topic, letter.value, key=letter.key, headers=letter.headers)
 
     async def _offload(self, letter: DeadLetter, why: str) -> DeadLetter:
         """Keep the raw value in the store; returns the small DLQ record that points to it."""
