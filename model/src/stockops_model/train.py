@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,8 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from stockops_model.errors import DataError, ServiceUnavailableError
+from stockops_model.errors import DataError
 from stockops_model.evaluate import finite_metrics
+from stockops_model.results import emit_result
+from stockops_model.tracking import connect_mlflow, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOB_NAME_ENV = "STOCKOPS_JOB_NAME"
-TERMINATION_LOG_ENV = "STOCKOPS_TERMINATION_LOG"
-TERMINATION_LOG = "/dev/termination-log"
 TAG_JOB_NAME = "stockops.job-name"
 TAG_STOCKMODEL = "stockops.stockmodel"
 MARKET_TZ = "America/New_York"
@@ -203,33 +201,6 @@ def _lineage(source: str, objects: list[dict[str, Any]], bars: pd.DataFrame) -> 
 # --------------------------------------------------------------------------- MLflow
 
 
-def connect_mlflow(tracking_uri: str) -> MlflowClient:
-    """Point MLflow at `tracking_uri`, failing fast when an HTTP server does not answer.
-
-    Raises:
-        ServiceUnavailableError: the tracking server is unreachable or unhealthy.
-    """
-    import httpx
-    import mlflow
-
-    if tracking_uri.startswith(("http://", "https://")):
-        try:
-            reply = httpx.get(tracking_uri.rstrip("/") + "/health", timeout=10.0)
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailableError(
-                f"MLflow tracking server {tracking_uri} is unreachable: {exc}"
-            ) from None
-        if reply.status_code != 200:
-            raise ServiceUnavailableError(
-                f"MLflow tracking server {tracking_uri} answered {reply.status_code} on /health"
-            )
-    elif tracking_uri.startswith("sqlite:///"):
-        # Local mode: SQLite creates the file but not its folder.
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.MlflowClient(tracking_uri)
-
-
 def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
     """The experiment's id, creating it when missing.
 
@@ -287,21 +258,6 @@ def log_training(result: TrainingResult, lineage: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------- result
 
 
-def emit_result(result: Mapping[str, Any]) -> str:
-    """Print the result as the last stdout line and copy it to the termination log."""
-    line = json.dumps(result, sort_keys=True, separators=(",", ":"), default=str)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-    path = Path(os.environ.get(TERMINATION_LOG_ENV, TERMINATION_LOG))
-    if path.exists() and os.access(path, os.W_OK):
-        try:
-            # Kubernetes keeps the last 4096 bytes of this file.
-            path.write_text(line[-4096:])
-        except OSError as exc:
-            log.warning("cannot write the termination log %s: %s", path, exc)
-    return line
-
-
 # --------------------------------------------------------------------------- the command
 
 
@@ -339,7 +295,7 @@ def train_and_register(
     from stockops_model.training import MODEL, train_forecaster
 
     spec = manifest.spec
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.mlflow.tracking_uri
+    uri = resolve_tracking_uri(tracking_uri, spec)
     client = connect_mlflow(uri)
     model_name = spec.mlflow.model_name
     experiment_id = ensure_experiment(client, spec.mlflow.experiment or model_name, uri)

@@ -13,9 +13,10 @@ import pytest
 
 from stockops_model.errors import DataError
 from stockops_model.loaders import load_bars
+from stockops_model.results import emit_result
 from stockops_model.spec import StockModelSpec
 from stockops_model.store import StoreLocation, open_store
-from stockops_model.train import emit_result, read_training_data
+from stockops_model.train import read_training_data
 
 DATA = Path(__file__).parents[2] / "data" / "bars-2018-1min"
 TICKERS = ["AMZN", "AXP"]
