@@ -117,6 +117,37 @@ class LastTraining(StatusModel):
     finished_at: datetime | None = Field(default=None, description="When the run finished.")
 
 
+class RunOutcome(StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class LastRollout(StatusModel):
+    """The result of the latest finished deploy Job (the line `stockops deploy` prints)."""
+
+    job_name: str = Field(max_length=63, description="The deploy Job.")
+    outcome: RunOutcome = Field(description="Succeeded, or Failed (rolled back or not).")
+    target: str | None = Field(
+        default=None, max_length=16, description="Serving target: azureml, kserve or local."
+    )
+    requested_version: str | None = Field(
+        default=None, max_length=32, description="The version the rollout was asked to serve."
+    )
+    serving_version: str | None = Field(
+        default=None, max_length=32, description="The version serving after the rollout."
+    )
+    rolled_back: bool | None = Field(
+        default=None, description="Whether the previous version was restored."
+    )
+    traffic: dict[str, int] | None = Field(
+        default=None, description="Traffic percent per model version after the rollout."
+    )
+    message: str | None = Field(
+        default=None, max_length=1024, description="What happened, in the deploy Job's words."
+    )
+    finished_at: datetime | None = Field(default=None, description="When the Job finished.")
+
+
 class StockModelStatus(StatusModel):
     """What the operator observed of a StockModel."""
 
@@ -136,6 +167,9 @@ class StockModelStatus(StatusModel):
     endpoint_url: str | None = Field(
         default=None, max_length=2048, description="Scoring URL of the serving target."
     )
+    last_rollout: LastRollout | None = Field(
+        default=None, description="The latest finished rollout (deploy Job)."
+    )
 
 
 class JobReference(StatusModel):
@@ -146,11 +180,6 @@ class JobReference(StatusModel):
     scheduled_time: datetime | None = Field(
         default=None, description="The schedule time the Job runs for."
     )
-
-
-class RunOutcome(StrEnum):
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
 
 
 class LastRun(StatusModel):

@@ -8,7 +8,7 @@ Jobs, read a train result, write status, post Events); the decisions are made be
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,13 @@ from stockops_operator import builders, registry
 from stockops_operator.kubeapi import CONFIGMAPS, DEPLOYMENTS, JOBS, PODS, KubeApi, Resource
 from stockops_operator.plans import Event
 from stockops_operator.runtime import Runtime
-from stockops_operator.status import TrainResult, parse_train_result, termination_message
+from stockops_operator.status import (
+    DeployResult,
+    TrainResult,
+    parse_deploy_result,
+    parse_train_result,
+    termination_message,
+)
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
@@ -151,22 +157,39 @@ async def read_train_result(
         job: the finished train Job.
         model: the StockModel it trained (for the tracking URI), if it still exists.
     """
-    namespace = job["metadata"]["namespace"]
-    name = job["metadata"]["name"]
-    for label in JOB_NAME_LABELS:
-        pods = await rt.kube.list_objects(PODS, namespace, f"{label}={name}")
-        pods.sort(key=lambda p: str(p["metadata"].get("creationTimestamp") or ""))
-        for pod in reversed(pods):
-            result = parse_train_result(termination_message(pod))
-            if result is not None:
-                return result
+    async for message in termination_messages(rt.kube, job):
+        result = parse_train_result(message)
+        if result is not None:
+            return result
     if model is None:
         return None
     mlflow = (model.get("spec") or {}).get("mlflow") or {}
     uri = str(mlflow.get("trackingUri") or "")
     experiment = str(mlflow.get("experiment") or mlflow.get("modelName") or "")
-    text = await registry.run_result_of_job(rt.http, uri, experiment, name)
+    text = await registry.run_result_of_job(rt.http, uri, experiment, job["metadata"]["name"])
     return None if text is None else parse_train_result(text)
+
+
+async def read_deploy_result(kube: KubeApi, job: Mapping[str, Any]) -> DeployResult | None:
+    """The rollout result of a finished deploy Job, from its Pods' termination messages."""
+    async for message in termination_messages(kube, job):
+        result = parse_deploy_result(message)
+        if result is not None:
+            return result
+    return None
+
+
+async def termination_messages(kube: KubeApi, job: Mapping[str, Any]) -> AsyncIterator[str]:
+    """The non-empty termination messages of a Job's Pods, newest Pod first."""
+    namespace = job["metadata"]["namespace"]
+    name = job["metadata"]["name"]
+    for label in JOB_NAME_LABELS:
+        pods = await kube.list_objects(PODS, namespace, f"{label}={name}")
+        pods.sort(key=lambda p: str(p["metadata"].get("creationTimestamp") or ""))
+        for pod in reversed(pods):
+            message = termination_message(pod)
+            if message:
+                yield message
 
 
 async def write_status(

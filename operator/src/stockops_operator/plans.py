@@ -518,6 +518,7 @@ def plan_stockmodel(
     registry: Registry,
     deploy_jobs: Sequence[Mapping[str, Any]],
     now: datetime,
+    rollout: st.DeployResult | None = None,
 ) -> ModelPlan:
     """Decide conditions, serving version and whether to launch a deploy Job.
 
@@ -529,6 +530,8 @@ def plan_stockmodel(
         registry: the production alias in MLflow.
         deploy_jobs: the deploy Jobs the model owns.
         now: the clock.
+        rollout: the result line of `latest_finished_deploy(deploy_jobs)`, when that Job is
+            not yet recorded in `status.lastRollout` (see `rollout_to_read`).
     """
     plan = ModelPlan()
     conditions: list[st.Condition] = [dict(c) for c in status.get("conditions") or []]
@@ -592,7 +595,11 @@ def plan_stockmodel(
                 )
             )
         elif st.job_phase(deploy_job) == st.JobPhase.FAILED:
-            message = st.job_failure_message(deploy_job) or "the deploy Job failed"
+            message = (
+                _rollout_message(status, deploy_jobs, rollout, deploy_job)
+                or st.job_failure_message(deploy_job)
+                or "the deploy Job failed"
+            )
             put(st.DEPLOYED, False, "RolloutFailed", f"version {production}: {message}")
         else:
             put(st.DEPLOYED, False, "Deploying", f"rolling out version {production}")
@@ -630,7 +637,53 @@ def plan_stockmodel(
         "productionVersion": production,
         "servingVersion": serving,
     }
+    latest = latest_finished_deploy(deploy_jobs)
+    if latest is not None and rollout_to_read(status, deploy_jobs) is not None:
+        # First look at this finished deploy Job: record it even when its Pod left no line.
+        plan.status["lastRollout"] = {
+            "jobName": _name(latest),
+            "outcome": "Succeeded" if st.job_phase(latest) == st.JobPhase.SUCCEEDED else "Failed",
+            "finishedAt": _finished_at(latest) or None,
+            **(rollout.to_status() if rollout is not None else {}),
+        }
+        if rollout is not None and rollout.endpoint_url:
+            plan.status["endpointUrl"] = rollout.endpoint_url
     return plan
+
+
+def _rollout_message(
+    status: Mapping[str, Any],
+    deploy_jobs: Sequence[Mapping[str, Any]],
+    rollout: st.DeployResult | None,
+    job: Mapping[str, Any],
+) -> str | None:
+    """What the deploy Job `job` said about its rollout, read now or recorded before."""
+    if rollout is not None and rollout_to_read(status, deploy_jobs) is job:
+        return rollout.message or None
+    recorded = status.get("lastRollout") or {}
+    if recorded.get("jobName") == _name(job) and recorded.get("message"):
+        return str(recorded["message"])
+    return None
+
+
+def latest_finished_deploy(deploy_jobs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The deploy Job that finished last (succeeded or failed), if any."""
+    finished = [j for j in deploy_jobs if st.job_phase(j) != st.JobPhase.ACTIVE]
+    return max(finished, key=recency) if finished else None
+
+
+def rollout_to_read(
+    status: Mapping[str, Any], deploy_jobs: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The finished deploy Job whose result line is not in `status.lastRollout` yet, if any.
+
+    Reading a result costs a Pod list, so it is read once per Job, not on every tick.
+    """
+    latest = latest_finished_deploy(deploy_jobs)
+    if latest is None:
+        return None
+    recorded = (status.get("lastRollout") or {}).get("jobName")
+    return None if recorded == _name(latest) else latest
 
 
 def invalid_spec_status(

@@ -8,6 +8,7 @@ health checks behave.
 The train Job reports one JSON line (its last stdout line, also written to the Pod's
 termination message). `parse_train_result` reads it tolerantly and keeps what a user needs:
 promoted or kept, the version, and the challenger's metrics beside the naive forecast's.
+The deploy Job does the same; `parse_deploy_result` reads which version serves where.
 
 Limits: nothing here talks to the API server; callers pass the objects they read.
 """
@@ -245,13 +246,19 @@ def parse_train_result(text: str) -> TrainResult | None:
     Returns:
         The result, or None when no line is a JSON object (a run that crashed early).
     """
+    payload = last_json_object(text)
+    return None if payload is None else _result_from(payload)
+
+
+def last_json_object(text: str) -> dict[str, Any] | None:
+    """The last line of `text` that is a JSON object (a Job's result line), if any."""
     for line in reversed(text.strip().splitlines()):
         try:
             payload = json.loads(line)
         except json.JSONDecodeError:
             continue
         if isinstance(payload, dict):
-            return _result_from(payload)
+            return payload
     return None
 
 
@@ -274,6 +281,76 @@ def _result_from(payload: Mapping[str, Any]) -> TrainResult:
         run_id=None if run_id is None else str(run_id),
         metrics=_sides(payload),
         reason=str(payload.get("reason", "")),
+    )
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What one deploy Job did, from the JSON line `stockops deploy` prints.
+
+    Attributes:
+        target: azureml, kserve or local.
+        requested_version: the version the rollout was asked to serve.
+        serving_version: the version serving afterwards (the old one after a rollback).
+        endpoint_url: the scoring URL clients call, if the target reported one.
+        traffic: percent per model version afterwards.
+        rolled_back: whether the previous version was restored.
+        message: the deploy Job's own words.
+    """
+
+    target: str | None
+    requested_version: str | None
+    serving_version: str | None
+    endpoint_url: str | None
+    traffic: dict[str, int]
+    rolled_back: bool
+    message: str
+
+    def to_status(self) -> dict[str, Any]:
+        """The `lastRollout` fields this result fills (camelCase, no floats, no nulls)."""
+        out: dict[str, Any] = {
+            "target": self.target,
+            "requestedVersion": self.requested_version,
+            "servingVersion": self.serving_version,
+            "rolledBack": self.rolled_back,
+            "traffic": self.traffic or None,
+            "message": self.message[:1024] or None,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def _text(value: Any, limit: int) -> str | None:
+    return None if value is None or value == "" else str(value)[:limit]
+
+
+def parse_deploy_result(text: str) -> DeployResult | None:
+    """Read the deploy Job's JSON line: the last line of `text` that is a JSON object.
+
+    Keys (see `stockops_model.deploy`): target, requested_version, serving_version,
+    previous_version, endpoint_url, traffic, rolled_back, message; camelCase is accepted too.
+
+    Returns:
+        The result, or None when no line is a JSON object (a Job that crashed early).
+    """
+    payload = last_json_object(text)
+    if payload is None:
+        return None
+
+    def get(snake: str, camel: str) -> Any:
+        return payload.get(snake, payload.get(camel))
+
+    traffic: dict[str, int] = {}
+    for version, percent in (get("traffic", "traffic") or {}).items():
+        if isinstance(percent, int | float) and not isinstance(percent, bool):
+            traffic[str(version)[:32]] = int(percent)
+    return DeployResult(
+        target=_text(get("target", "target"), 16),
+        requested_version=_text(get("requested_version", "requestedVersion"), 32),
+        serving_version=_text(get("serving_version", "servingVersion"), 32),
+        endpoint_url=_text(get("endpoint_url", "endpointUrl"), 2048),
+        traffic=traffic,
+        rolled_back=get("rolled_back", "rolledBack") is True,
+        message=str(get("message", "message") or ""),
     )
 
 

@@ -22,7 +22,12 @@ from stockops_operator.schedules import (
     manual_job_name,
     scheduled_job_name,
 )
-from stockops_operator.status import TrainResult, parse_train_result
+from stockops_operator.status import (
+    DeployResult,
+    TrainResult,
+    parse_deploy_result,
+    parse_train_result,
+)
 
 HOURLY = CronTiming("0 * * * *", ZoneInfo("UTC"))
 CREATED = datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
@@ -432,6 +437,7 @@ def model_plan(
     deploy_jobs: list[dict[str, Any]] | None = None,
     status: Mapping[str, Any] | None = None,
     deployments: Mapping[str, Any] | None = None,
+    rollout: DeployResult | None = None,
 ) -> plans.ModelPlan:
     return plans.plan_stockmodel(
         name="demo",
@@ -443,6 +449,7 @@ def model_plan(
         registry=registry,
         deploy_jobs=deploy_jobs or [],
         now=NOW,
+        rollout=rollout,
     )
 
 
@@ -513,7 +520,8 @@ def test_events_only_when_a_condition_changes_and_transition_time_is_kept() -> N
         now=NOW + timedelta(hours=1),
     )
     assert later.events == []
-    assert later.status == first.status
+    # The status patch is a merge: applying the later plan changes nothing.
+    assert {**first.status, **later.status} == first.status
 
 
 def test_invalid_spec_status_names_the_reason() -> None:
@@ -654,3 +662,59 @@ def test_deploys_finished_in_the_same_second_serve_the_later_created_version() -
         p = model_plan(registry=plans.Registry("10"), deploy_jobs=listed)
         assert p.status["servingVersion"] == "10"
         assert p.deploy is None
+
+
+def test_a_finished_rollout_records_its_result_and_endpoint_once() -> None:
+    jobs = [deploy_job("3", "Complete")]
+    assert plans.rollout_to_read({}, jobs) is jobs[0]
+    line = (
+        '{"target":"local","requested_version":"3","serving_version":"3",'
+        '"endpoint_url":"http://127.0.0.1:8080/v1/predict","traffic":{"3":100},'
+        '"rolled_back":false,"message":"version 3 serves"}'
+    )
+    p = model_plan(
+        registry=plans.Registry("3"), deploy_jobs=jobs, rollout=parse_deploy_result(line)
+    )
+    assert p.status["endpointUrl"] == "http://127.0.0.1:8080/v1/predict"
+    assert p.status["lastRollout"]["jobName"] == "demo-deploy-v3"
+    assert p.status["lastRollout"]["outcome"] == "Succeeded"
+    assert p.status["lastRollout"]["traffic"] == {"3": 100}
+    assert p.status["lastRollout"]["target"] == "local"
+    # Recorded: the next tick reads nothing and leaves lastRollout and endpointUrl alone.
+    assert plans.rollout_to_read(p.status, jobs) is None
+    again = model_plan(registry=plans.Registry("3"), deploy_jobs=jobs, status=p.status)
+    assert "lastRollout" not in again.status
+    assert "endpointUrl" not in again.status
+
+
+def test_a_rolled_back_rollout_says_why_in_the_condition() -> None:
+    jobs = [deploy_job("2", "Complete"), deploy_job("3", "Failed")]
+    jobs[1]["status"]["conditions"][0]["lastTransitionTime"] = format_time(T2)
+    line = (
+        '{"target":"kserve","requested_version":"3","serving_version":"2","rolled_back":true,'
+        '"traffic":{"2":100},"message":"revision of version 3 not ready in 600 s; rolled back"}'
+    )
+    result = parse_deploy_result(line)
+    p = model_plan(
+        registry=plans.Registry("3"),
+        status={"servingVersion": "2"},
+        deploy_jobs=jobs,
+        rollout=result,
+    )
+    assert conditions(p)["Deployed"] == ("False", "RolloutFailed")
+    deployed = next(c for c in p.status["conditions"] if c["type"] == "Deployed")
+    assert "not ready in 600 s; rolled back" in deployed["message"]
+    assert p.status["lastRollout"]["outcome"] == "Failed"
+    assert p.status["lastRollout"]["rolledBack"] is True
+    assert p.status["servingVersion"] == "2"
+    # Later ticks keep the Job's words from status, without reading the Pod again.
+    later = model_plan(registry=plans.Registry("3"), status=p.status, deploy_jobs=jobs)
+    deployed = next(c for c in later.status["conditions"] if c["type"] == "Deployed")
+    assert "rolled back" in deployed["message"]
+
+
+def test_a_deploy_job_without_a_result_line_is_still_recorded() -> None:
+    jobs = [deploy_job("3", "Complete")]
+    p = model_plan(registry=plans.Registry("3"), deploy_jobs=jobs, rollout=None)
+    assert p.status["lastRollout"]["jobName"] == "demo-deploy-v3"
+    assert "endpointUrl" not in p.status

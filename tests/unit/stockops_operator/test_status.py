@@ -133,3 +133,25 @@ def test_train_result_of_the_stockops_train_line_prefers_the_gate_metrics() -> N
     without_gate = st.parse_train_result(line.replace('"gate"', '"gate_"'))
     assert without_gate is not None
     assert without_gate.metrics == {"model": {"rmse": "0.04"}, "naive": {"rmse": "0.05"}}
+
+
+def test_deploy_result_reads_the_last_json_line_in_either_case() -> None:
+    text = (
+        "INFO rolling out models:/demo/4 to local\n"
+        '{"target":"azureml","requestedVersion":"4","servingVersion":"4",'
+        '"endpointUrl":"https://demo.westeurope.inference.ml.azure.com/score",'
+        '"traffic":{"4":100,"3":0,"bad":"x"},"rolledBack":false,"message":"ok"}\n'
+    )
+    result = st.parse_deploy_result(text)
+    assert result is not None
+    assert result.target == "azureml"
+    assert result.serving_version == "4"
+    assert result.endpoint_url == "https://demo.westeurope.inference.ml.azure.com/score"
+    assert result.traffic == {"4": 100, "3": 0}
+    assert result.rolled_back is False
+    assert result.to_status()["traffic"] == {"4": 100, "3": 0}
+
+
+def test_deploy_result_of_a_crashed_job_is_none() -> None:
+    assert st.parse_deploy_result("Traceback (most recent call last):\n  boom\n") is None
+    assert st.parse_deploy_result("") is None

@@ -83,14 +83,18 @@ async def _reconcile(
     found = await registry.production_version(
         rt.http, spec.mlflow.tracking_uri, spec.mlflow.model_name
     )
+    status = body.get("status") or {}
+    finished = plans.rollout_to_read(status, deploy_jobs)
+    rollout = None if finished is None else await appliers.read_deploy_result(rt.kube, finished)
     plan = plans.plan_stockmodel(
         name=owner.name,
         generation=generation,
-        status=body.get("status") or {},
+        status=status,
         deployments=deployments,
         registry=found,
         deploy_jobs=deploy_jobs,
         now=now,
+        rollout=rollout,
     )
     if plan.deploy is not None:
         job = builders.build_deploy_job(
