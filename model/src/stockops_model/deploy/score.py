@@ -1,0 +1,175 @@
+"""The Azure ML scoring script of the `azureml` deploy target: `init()` and `run(raw)`.
+
+Azure ML's inference server (azureml-inference-server-http) imports this file from the
+deployment's code folder, calls `init()` once per worker and `run(raw)` per request with the
+request body as text. It serves the same registered MLflow pyfunc as `stockops serve`, with
+the same request and answer as the server's `POST /v1/predict`:
+
+- request: ``{"bars": [{"symbol", "ts", "open", "high", "low", "close", "volume"}, ...]}``
+  (at least the model's `min_bars` bars per ticker, in time order, `ts` ISO 8601);
+- answer: ``{"model_name", "model_version", "forecasts": [{"symbol", "ts", "forecast_close",
+  "horizon"}]}``;
+- bad input: ``{"error": {"reason", "message", "field"}}`` naming what is wrong.
+
+`init()` loads the model from `AZUREML_MODEL_DIR`, the folder Azure ML mounts the registered
+model into (for an mlflow_model asset the MLflow folder sits one or two levels below it; the
+script looks for the `MLmodel` file). The deployment sets `STOCKOPS_MODEL_NAME` and
+`STOCKOPS_MODEL_VERSION` so answers say which version replied.
+
+Limits: the inference server turns an exception in `run` into a 500 and a plain return value
+into a 200. To answer bad input with a 4xx the script returns an `AMLResponse`, which only
+exists where azureml-inference-server-http is installed (the deployment's environment); where
+it is not (tests, this repository's own environment) the error body comes back as a plain
+value, i.e. with status 200, and callers must look for the `error` key. Only this file is
+uploaded as the deployment's code: it imports nothing of `stockops_model` at module level
+(the pyfunc brings that package with it, in its `code_paths`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR_ENV = "AZUREML_MODEL_DIR"
+MODEL_NAME_ENV = "STOCKOPS_MODEL_NAME"
+MODEL_VERSION_ENV = "STOCKOPS_MODEL_VERSION"
+MLMODEL_FILE = "MLmodel"
+# Errors the forecaster raises for unusable input; matched by name because the pyfunc's copy
+# of stockops_model (from its code_paths) is not the class object this process may import.
+INPUT_ERROR_NAMES = frozenset({"DataError", "BarValidationError"})
+
+_model: Any = None
+
+
+def find_mlflow_dir(root: str | Path) -> Path:
+    """The folder holding the `MLmodel` file at or below `root` (the shallowest one).
+
+    Raises:
+        FileNotFoundError: there is no `MLmodel` under `root`.
+    """
+    base = Path(root)
+    if (base / MLMODEL_FILE).is_file():
+        return base
+    found = sorted(base.rglob(MLMODEL_FILE), key=lambda p: (len(p.parts), str(p)))
+    if not found:
+        raise FileNotFoundError(f"no {MLMODEL_FILE} file under {base}")
+    return found[0].parent
+
+
+def init() -> None:
+    """Load the MLflow model Azure ML mounted at `AZUREML_MODEL_DIR` (once per worker)."""
+    global _model
+    import mlflow.pyfunc
+
+    root = os.environ.get(MODEL_DIR_ENV)
+    if not root:
+        raise RuntimeError(f"{MODEL_DIR_ENV} is not set: Azure ML sets it to the model folder")
+    model_dir = find_mlflow_dir(root)
+    _model = mlflow.pyfunc.load_model(str(model_dir))
+    log.info("loaded the MLflow model at %s", model_dir)
+
+
+def run(raw: str | bytes | dict[str, Any]) -> Any:
+    """Forecast from the request body; bad input answers an error body, never raises."""
+    if _model is None:
+        return _respond(_error("not_ready", "the model is not loaded: init() has not run"), 503)
+    try:
+        bars = _read_bars(raw)
+    except ValueError as exc:
+        field = "bars" if "bars" in str(exc) else None
+        return _respond(_error("invalid_request", str(exc), field), 400)
+    try:
+        frame = _model.predict(_frame(bars))
+    except Exception as exc:
+        # Input errors name the field; anything else is our fault and must stay a 500.
+        if type(exc).__name__ in INPUT_ERROR_NAMES:
+            message = str(exc)
+            return _respond(_error("invalid_bars", message, _field_of(message)), 422)
+        raise
+    return {
+        "model_name": os.environ.get(MODEL_NAME_ENV),
+        "model_version": os.environ.get(MODEL_VERSION_ENV),
+        "forecasts": _forecasts(frame),
+    }
+
+
+def _read_bars(raw: str | bytes | dict[str, Any]) -> list[dict[str, Any]]:
+    if isinstance(raw, dict):
+        body: Any = raw
+    else:
+        try:
+            body = json.loads(raw)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"the request body is not JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("bars"), list):
+        raise ValueError('the request must be a JSON object {"bars": [...]}')
+    bars: list[dict[str, Any]] = body["bars"]
+    if not bars:
+        raise ValueError("bars: empty; send at least the model's min_bars bars per ticker")
+    for index, bar in enumerate(bars):
+        if not isinstance(bar, dict):
+            raise ValueError(f"bars[{index}]: must be an object with symbol, ts and prices")
+    return bars
+
+
+def _frame(bars: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(bars)
+
+
+def _forecasts(frame: Any) -> list[dict[str, Any]]:
+    out = []
+    for row in frame.to_dict(orient="records"):
+        ts = row["ts"]
+        value = float(row["forecast_close"])
+        out.append(
+            {
+                "symbol": str(row["symbol"]),
+                "ts": ts.isoformat() if hasattr(ts, "isoformat") else str(ts),
+                "forecast_close": value if math.isfinite(value) else None,
+                "horizon": int(row["horizon"]),
+            }
+        )
+    return out
+
+
+def _field_of(message: str) -> str | None:
+    # The forecaster's messages start with the field name: "close: 1 value(s) not ...".
+    head, sep, _ = message.partition(":")
+    if sep and head.isidentifier():
+        return f"bars[].{head}"
+    return None
+
+
+def _error(reason: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": {"reason": reason, "message": message, "field": field}}
+
+
+def _respond(body: dict[str, Any], status: int) -> Any:
+    """`body` with `status` where Azure ML's AMLResponse exists, else `body` itself."""
+    response_class = _aml_response_class()
+    if response_class is None:
+        return body
+    return response_class(body, status, json_str=True)
+
+
+def _aml_response_class() -> Any:
+    try:
+        from azureml_inference_server_http.api.aml_response import (  # type: ignore[import-not-found]
+            AMLResponse,
+        )
+    except ImportError:
+        try:
+            from azureml.contrib.services.aml_response import (  # type: ignore[import-not-found]
+                AMLResponse,
+            )
+        except ImportError:
+            return None
+    return AMLResponse

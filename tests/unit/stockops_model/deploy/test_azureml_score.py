@@ -1,0 +1,146 @@
+"""The Azure ML scoring script (`score.py`) on a real saved pyfunc, in Azure ML's folder layout.
+
+The naive forecaster is saved with `mlflow.pyfunc.save_model` exactly as the registry logs it
+(same python model, artifacts, code paths and signature) under a folder laid out like Azure
+ML's mount of an mlflow_model asset (`AZUREML_MODEL_DIR/<folder>/MLmodel`). No server runs:
+`init()` and `run()` are called the way the inference server calls them, with the body as text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from stockops_model.deploy import score
+from stockops_model.forecaster import NaiveForecaster
+from stockops_model.loaders import load_bars
+
+DATA = Path(__file__).parents[3] / "data" / "bars-2018-1min"
+TICKERS = ("AMZN", "AXP")
+COLUMNS = ["symbol", "ts", "open", "high", "low", "close", "volume"]
+
+
+def save_pyfunc(forecaster: NaiveForecaster, path: Path) -> None:
+    """Save `forecaster` as the registry's pyfunc (see `stockops_model.registry`)."""
+    import tempfile
+
+    import mlflow.pyfunc
+
+    import stockops_model
+    from stockops_model.registry import (
+        ARTIFACT_KEY,
+        ForecasterModel,
+        forecaster_signature,
+        pip_requirements,
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        forecaster.save(tmp)
+        mlflow.pyfunc.save_model(
+            str(path),
+            python_model=ForecasterModel(),
+            artifacts={ARTIFACT_KEY: tmp},
+            code_paths=[str(Path(stockops_model.__file__).parent)],
+            signature=forecaster_signature(),
+            pip_requirements=pip_requirements(),
+            metadata={"stockops": forecaster.describe()},
+        )
+
+
+@pytest.fixture(scope="module")
+def bars() -> pd.DataFrame:
+    frame = load_bars(DATA, symbols=TICKERS).loc[:, COLUMNS]
+    return frame.groupby("symbol", sort=True).tail(5).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """AZUREML_MODEL_DIR: the MLflow folder one level below, as Azure ML mounts it."""
+    root = tmp_path_factory.mktemp("azureml-models") / "forecaster" / "3"
+    save_pyfunc(NaiveForecaster(TICKERS, horizon=1), root / "model")
+    return root
+
+
+@pytest.fixture
+def loaded(model_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv(score.MODEL_DIR_ENV, str(model_root))
+    monkeypatch.setenv(score.MODEL_NAME_ENV, "forecaster")
+    monkeypatch.setenv(score.MODEL_VERSION_ENV, "3")
+    score.init()
+    yield
+    monkeypatch.setattr(score, "_model", None)
+
+
+def body(frame: pd.DataFrame) -> str:
+    records = frame.assign(ts=frame["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return json.dumps({"bars": records.to_dict(orient="records")})
+
+
+def test_run_forecasts_the_last_close_per_ticker(loaded: None, bars: pd.DataFrame) -> None:
+    answer: dict[str, Any] = score.run(body(bars))
+
+    assert answer["model_name"] == "forecaster"
+    assert answer["model_version"] == "3"
+    last = bars.groupby("symbol").tail(1).set_index("symbol")
+    assert [f["symbol"] for f in answer["forecasts"]] == list(TICKERS)
+    for forecast in answer["forecasts"]:
+        assert forecast["forecast_close"] == pytest.approx(last.loc[forecast["symbol"], "close"])
+        assert forecast["horizon"] == 1
+        assert pd.Timestamp(forecast["ts"]) == last.loc[forecast["symbol"], "ts"]
+    json.dumps(answer)  # the inference server must be able to serialise it
+
+
+def test_bad_price_is_an_error_body_naming_the_field(loaded: None, bars: pd.DataFrame) -> None:
+    broken = bars.copy()
+    broken.loc[2, "close"] = -1.0
+
+    answer = score.run(body(broken))
+
+    assert answer["error"]["reason"] == "invalid_bars"
+    assert answer["error"]["field"] == "bars[].close"
+    assert "close" in answer["error"]["message"]
+
+
+def test_unknown_ticker_is_an_error_body(loaded: None, bars: pd.DataFrame) -> None:
+    other = bars.assign(symbol="ZZZZ")
+
+    answer = score.run(body(other))
+
+    assert answer["error"]["reason"] == "invalid_bars"
+    assert "ZZZZ" in answer["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ("not json", "not JSON"),
+        ('{"rows": []}', '{"bars"'),
+        ('{"bars": []}', "empty"),
+        ("[1]", "{"),
+    ],
+)
+def test_malformed_requests_are_error_bodies(loaded: None, raw: str, words: str) -> None:
+    answer = score.run(raw)
+
+    assert answer["error"]["reason"] == "invalid_request"
+    assert words in answer["error"]["message"]
+
+
+def test_run_before_init_says_the_model_is_not_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(score, "_model", None)
+
+    assert score.run('{"bars": []}')["error"]["reason"] == "not_ready"
+
+
+def test_init_without_a_model_folder_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(score.MODEL_DIR_ENV, str(tmp_path))
+
+    with pytest.raises(FileNotFoundError, match="no MLmodel"):
+        score.init()
