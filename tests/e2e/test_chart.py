@@ -287,6 +287,48 @@ def test_rbac_grants_what_the_operator_does_and_nothing_more(
         assert not _can(kube_cluster, user, "create", "jobs", "default", "batch")
 
 
+def test_kserve_rbac_lets_the_workload_manage_inference_services_only(
+    kube_cluster: KubeCluster, helm: Helm, namespace: str, eventually: Any
+) -> None:
+    release = f"k{namespace[-6:]}"
+    assert not [d for d in _render(helm) if d["metadata"]["name"].endswith("-kserve-deployer")], (
+        "off by default"
+    )
+    text = helm(
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        f"watchNamespace={namespace}",
+        "--set",
+        "workload.kserve.rbac=true",
+        "--set",
+        "rbac.aggregateToDefaultRoles=false",
+        *KUBE_VERSION,
+    )
+    deployer = [
+        d
+        for d in yaml.safe_load_all(text)
+        if d and d["metadata"]["name"] == f"{release}-stockops-kserve-deployer"
+    ]
+    assert sorted(d["kind"] for d in deployer) == ["ClusterRole", "RoleBinding"]
+    kube_cluster.apply(deployer, namespace=namespace)
+    user = f"system:serviceaccount:{namespace}:stockops-workload"
+    group = "serving.kserve.io"
+    eventually(
+        lambda: _can(kube_cluster, user, "patch", "inferenceservices", namespace, group),
+        what="the kserve-deployer binding in effect",
+    )
+    for verb in ("get", "watch", "create", "update"):
+        assert _can(kube_cluster, user, verb, "inferenceservices", namespace, group), verb
+    assert not _can(kube_cluster, user, "delete", "inferenceservices", namespace, group)
+    assert not _can(kube_cluster, user, "create", "inferenceservices", "default", group)
+    assert not _can(kube_cluster, user, "get", "secrets", namespace, "")
+    assert not _can(kube_cluster, user, "create", "stockmodels", namespace, "stockops.io")
+
+
 def test_helm_install_creates_everything_on_a_real_server(
     kube_cluster: KubeCluster, namespace: str
 ) -> None:

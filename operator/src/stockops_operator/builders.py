@@ -376,9 +376,14 @@ def build_deploy_job(
     version: str,
     settings: Settings,
     runtime: RuntimeSpec | None = None,
+    kubernetes_api: bool = False,
 ) -> dict[str, Any]:
-    """The deploy Job rolling `version` (the MLflow production version) out; owned by the model."""
-    return _build_job(
+    """The deploy Job rolling `version` (the MLflow production version) out; owned by the model.
+
+    `kubernetes_api`: the target is in the cluster (KServe), so the Pod mounts its
+    ServiceAccount token; the workload ServiceAccount does not mount one by default.
+    """
+    job = _build_job(
         name=name,
         owner=model,
         model=model.name,
@@ -391,3 +396,6 @@ def build_deploy_job(
         backoff_limit=settings.deploy_backoff_limit,
         active_deadline_seconds=settings.deploy_active_deadline_seconds,
     )
+    if kubernetes_api:
+        job["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
+    return job

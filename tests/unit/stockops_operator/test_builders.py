@@ -159,6 +159,12 @@ def test_deploy_job_names_the_version() -> None:
     assert container(job)["args"][1] == "deploy"
     env = {e["name"]: e["value"] for e in container(job)["env"]}
     assert env["STOCKOPS_TARGET_VERSION"] == "3"
+    # Only a target inside the cluster (KServe) gets the ServiceAccount token mounted.
+    assert "automountServiceAccountToken" not in job["spec"]["template"]["spec"]
+    kserve = builders.build_deploy_job(
+        name="demo-deploy-v3", model=MODEL, version="3", settings=Settings(), kubernetes_api=True
+    )
+    assert kserve["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
 
 
 def test_spec_runtime_overrides_the_chart_defaults() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from stockops_model.spec import StockModelSpec, describe_spec_error
+from stockops_model.spec import ServingTarget, StockModelSpec, describe_spec_error
 from stockops_operator import appliers, builders, metrics, plans, registry
 from stockops_operator.handlers.outcomes import reconciling
 from stockops_operator.kubeapi import STOCKMODELS
@@ -103,6 +103,7 @@ async def _reconcile(
             version=plan.deploy,
             settings=rt.settings,
             runtime=spec.runtime,
+            kubernetes_api=spec.serving.target == ServingTarget.KSERVE,
         )
         if await appliers.create_job(rt.kube, job) is not None:
             metrics.JOBS_CREATED.labels("deploy", "version").inc()
