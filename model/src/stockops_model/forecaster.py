@@ -16,6 +16,10 @@ Output: `symbol`, `ts` (start of the last bar used, UTC), `forecast_close`, `hor
 from every bar that has enough history (the promotion gate evaluates a whole window of
 bars in one call this way).
 
+The scoring server skips the DataFrames: it validates the request itself into
+`TickerBars` arrays, calls `prepare_windows` (numpy features, `features.feature_matrix`) and
+runs `forecast_windows` on windows of many requests at once. Both give what `predict` gives.
+
 `NaiveForecaster` is the persistence baseline (forecast = last close) behind the same
 interface, so it can be registered and served like the network.
 
@@ -37,7 +41,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from stockops_model.errors import DataError
-from stockops_model.features import build_features, feature_columns, warmup_bars
+from stockops_model.features import build_features, feature_columns, feature_matrix, warmup_bars
 from stockops_model.scalers import Scaler, scaler_from_dict
 from stockops_model.spec import IndicatorSpec, StockModelSpec
 from stockops_model.windows import TargetKind, sliding_windows, to_price
@@ -173,6 +177,79 @@ def prepare_bars(
     return out.reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class TickerBars:
+    """One ticker's validated bars as plain arrays: the scoring server's fast-path input.
+
+    The caller has already checked what `prepare_bars` checks (known ticker, ts strictly
+    increasing, prices finite and positive, at least `min_bars` bars); only the columns the
+    features read are carried.
+    """
+
+    symbol: str
+    ts: npt.NDArray[np.datetime64]  # datetime64[ns], UTC
+    high: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    close: npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Forecast origins ready for `forecast_windows`, with what identifies each one.
+
+    `x` is the (N, window, F) unscaled network input (None for the naive forecaster, which
+    needs no window); `last_close`, `symbols` and `ts` have one entry per origin.
+    """
+
+    symbols: list[str]
+    ts: npt.NDArray[np.datetime64]
+    last_close: npt.NDArray[np.float64]
+    x: npt.NDArray[np.float32] | None
+
+    def __len__(self) -> int:
+        return len(self.last_close)
+
+
+def _check_fast_input(bars: TickerBars, tickers: Sequence[str], min_bars: int) -> None:
+    if bars.symbol not in tickers:
+        raise DataError(
+            f"symbol: unknown ticker(s) {bars.symbol}; this model forecasts {', '.join(tickers)}"
+        )
+    if len(bars.close) < min_bars:
+        raise DataError(
+            f"ts: {len(bars.close)} bar(s) of {bars.symbol}, need at least {min_bars} (window "
+            f"plus indicator warm-up)"
+        )
+
+
+def _origin_windows(
+    bars: Sequence[TickerBars],
+    tickers: Sequence[str],
+    min_bars: int,
+    origins: int,
+    windows_of: Callable[[TickerBars, int], npt.NDArray[np.float32]] | None,
+) -> Windows:
+    """The last `origins` forecast origins of each ticker, tickers in name order."""
+    symbols: list[str] = []
+    stamps: list[npt.NDArray[np.datetime64]] = []
+    closes: list[npt.NDArray[np.float64]] = []
+    xs: list[npt.NDArray[np.float32]] = []
+    for one in sorted(bars, key=lambda b: b.symbol):
+        _check_fast_input(one, tickers, min_bars)
+        count = min(origins, len(one.close) - min_bars + 1)
+        symbols.extend([one.symbol] * count)
+        stamps.append(one.ts[len(one.ts) - count :])
+        closes.append(np.asarray(one.close[len(one.close) - count :], dtype=np.float64))
+        if windows_of is not None:
+            xs.append(windows_of(one, count))
+    return Windows(
+        symbols=symbols,
+        ts=np.concatenate(stamps) if stamps else np.empty(0, dtype="datetime64[ns]"),
+        last_close=np.concatenate(closes) if closes else np.empty(0, dtype=np.float64),
+        x=np.concatenate(xs) if xs else None,
+    )
+
+
 def _output(symbols: Sequence[str], ts: Sequence[Any], forecast: Any, horizon: int) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -205,6 +282,16 @@ class NaiveForecaster:
             frame = frame.groupby("symbol", sort=True).tail(1)
         frame = frame.sort_values(["symbol", "ts"], kind="stable")
         return _output(frame["symbol"].tolist(), frame["ts"].tolist(), frame["close"], self.horizon)
+
+    def prepare_windows(self, bars: Sequence[TickerBars], origins: int = 1) -> Windows:
+        """The last `origins` origins per ticker from validated arrays (no window needed)."""
+        return _origin_windows(bars, self.tickers, self.min_bars, origins, None)
+
+    def forecast_windows(
+        self, x: npt.NDArray[np.floating] | None, last_close: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        """Persistence: the forecast is the last close (`x` is ignored)."""
+        return np.array(last_close, dtype=np.float64)
 
     def save(self, path: str | Path) -> None:
         """Write `forecaster.json` (tickers, horizon) into `path`."""
@@ -266,10 +353,32 @@ class NetworkForecaster:
         forecast = self.forecast_windows(x, np.concatenate(last_close))
         return _output(symbols, stamps, forecast, self.horizon)
 
+    def prepare_windows(self, bars: Sequence[TickerBars], origins: int = 1) -> Windows:
+        """Network input for the last `origins` origins per ticker, from validated arrays.
+
+        The fast path of `predict` for the scoring server: numpy only (`feature_matrix`),
+        and the same windows `predict` builds from the same bars (a unit test checks it).
+        Tickers come in name order, each ticker's origins in time order, as in `predict`.
+
+        Raises:
+            DataError: a ticker the model does not know, or fewer than `min_bars` bars.
+        """
+        inputs = self.inputs
+
+        def windows_of(one: TickerBars, count: int) -> npt.NDArray[np.float32]:
+            features = feature_matrix(
+                one.high, one.low, one.close, inputs.indicators, inputs.tickers, one.symbol
+            ).astype(np.float32)
+            return sliding_windows(features, inputs.window)[-count:]
+
+        return _origin_windows(bars, self.tickers, self.min_bars, origins, windows_of)
+
     def forecast_windows(
-        self, x: npt.NDArray[np.floating], last_close: npt.NDArray[np.float64]
+        self, x: npt.NDArray[np.floating] | None, last_close: npt.NDArray[np.float64]
     ) -> npt.NDArray[np.float64]:
         """Forecast close for unscaled feature windows (N, window, F) and their last closes."""
+        if x is None:
+            raise DataError("the network forecaster needs input windows")
         if len(x) == 0:
             return np.empty(0, dtype=np.float64)
         if self._predict_fn is None:
