@@ -1,0 +1,703 @@
+"""The `kserve` target: a KServe InferenceService running `stockops serve`, canary by percent.
+
+One InferenceService (serving.kserve.io/v1beta1) per StockModel, named after it, in
+`spec.serving.kserve.namespace` (else the model's namespace). Its predictor is a custom
+container: the workload image running `stockops serve --model models:/NAME/VERSION`, so each
+Knative revision pins one immutable model version. Annotations say which version the spec
+holds (`stockops.io/model-version`) and which one was fully rolled out before it
+(`stockops.io/previous-version`); `serving.kserve.io/deploymentMode: Knative` because only
+Knative mode splits traffic between revisions.
+
+Rollout of version V (`KServeTarget.rollout`):
+
+- nothing deployed yet (or nothing ever rolled out): apply V and wait for Ready with all
+  traffic on its revision (canary steps need a previous revision to split with);
+- V already takes all traffic and is Ready: nothing changes;
+- otherwise, for each of `canarySteps` below 100: apply V with `canaryTrafficPercent` = step,
+  wait until Ready and `status.components.predictor.traffic` gives the new revision exactly
+  that share, then observe `stepWaitSeconds` (still Ready); finally drop canaryTrafficPercent
+  and wait for 100 % on the new revision.
+- failure (Ready=False on the new revision, or a step not reached within
+  `readinessTimeoutSeconds`) with `autoRollback`: `canaryTrafficPercent: 0` (all traffic back
+  on the previously rolled-out revision at once), then the previous predictor spec with
+  `canaryTrafficPercent: 0` (a fresh revision of the old version that takes no traffic yet),
+  and once that is Ready the canary field is dropped so it takes 100 %. Raises
+  `RolloutFailedError` with `rolled_back=True`.
+
+Limits: the new revision is recognised by name (the latest created one that is not the
+rolled-out one), not by version, because KServe's status names revisions only; a rollout that
+interrupts another one's canary may accept that one's revision at the first step if it sits at
+the same percent. A first deployment that never gets Ready is left in place for inspection
+(nothing served before, so there is nothing to roll back to). Kubernetes API errors are not
+rolled back: they raise `ServiceUnavailableError` and a retried Job resumes (it takes over a
+canary of the same version in progress, reusing its revision, and walks the steps again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from stockops_model.deploy.base import (
+    Clock,
+    Release,
+    RolloutFailedError,
+    RolloutResult,
+    SystemClock,
+)
+from stockops_model.errors import ServiceUnavailableError, SpecError
+from stockops_model.spec import KServeSpec, RolloutSpec, RuntimeSpec, StockModel
+
+log = logging.getLogger(__name__)
+
+GROUP = "serving.kserve.io"
+VERSION = "v1beta1"
+PLURAL = "inferenceservices"
+API_VERSION = f"{GROUP}/{VERSION}"
+ANNOTATION_MODE = "serving.kserve.io/deploymentMode"
+ANNOTATION_VERSION = "stockops.io/model-version"
+ANNOTATION_PREVIOUS = "stockops.io/previous-version"
+LABEL_MODEL = "stockops.io/model"
+AZURE_IDENTITY_LABEL = "azure.workload.identity/use"
+FIELD_MANAGER = "stockops-deploy"
+IMAGE_ENV = "STOCKOPS_WORKLOAD_IMAGE"
+SERVE_PORT = 8080
+CONTAINER_NAME = "kserve-container"  # the name KServe gives a custom predictor's container
+PREDICT_PATH = "/v1/predict"
+POLL_SECONDS = 2.0
+
+
+# --- building the object (pure) -------------------------------------------------------------
+
+
+def isvc_namespace(model: StockModel) -> str:
+    """Where the InferenceService lives: spec.serving.kserve.namespace, else the model's."""
+    settings = model.spec.serving.kserve
+    return (settings.namespace if settings else None) or model.metadata.namespace
+
+
+def _env(runtime: RuntimeSpec, tracking_uri: str) -> list[dict[str, Any]]:
+    env: dict[str, dict[str, Any]] = {
+        "MLFLOW_TRACKING_URI": {"name": "MLFLOW_TRACKING_URI", "value": tracking_uri}
+    }
+    if runtime.azure_client_id is not None:
+        env["AZURE_CLIENT_ID"] = {"name": "AZURE_CLIENT_ID", "value": runtime.azure_client_id}
+    own = runtime.serve
+    # The serve workload's own entries override the model-wide ones (the operator's rule).
+    for var in [*(runtime.env or []), *((own.env if own else None) or [])]:
+        env[var.name] = {
+            "name": var.name,
+            "valueFrom": {
+                "secretKeyRef": {"name": var.secret_name, "key": var.key, "optional": var.optional}
+            },
+        }
+    return list(env.values())
+
+
+def build_predictor(
+    model: StockModel,
+    release: Release,
+    *,
+    image: str,
+    canary_percent: int | None = None,
+) -> dict[str, Any]:
+    """The predictor spec serving `release` (a custom container running `stockops serve`).
+
+    Args:
+        model: the StockModel (kserve settings, runtime image/identity/env/resources).
+        release: the pinned version to serve.
+        image: the workload image (the spec's runtime.image or the operator's default).
+        canary_percent: `canaryTrafficPercent` of the new revision; None when it takes all.
+    """
+    runtime = model.spec.runtime
+    settings = model.spec.serving.kserve or KServeSpec()
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "command": ["stockops"],
+        "args": [
+            "serve",
+            "--model",
+            release.model_uri,
+            # Kubelet probes and KServe's queue proxy reach the pod's address, not loopback.
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(SERVE_PORT),
+        ],
+        "ports": [{"containerPort": SERVE_PORT, "protocol": "TCP"}],
+        "env": _env(runtime, release.tracking_uri),
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": SERVE_PORT},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if runtime.image_pull_policy is not None:
+        container["imagePullPolicy"] = str(runtime.image_pull_policy)
+    if runtime.serve is not None and runtime.serve.resources is not None:
+        container["resources"] = runtime.serve.resources.to_wire()
+    predictor: dict[str, Any] = {
+        "minReplicas": settings.min_replicas,
+        "maxReplicas": settings.max_replicas,
+        "containers": [container],
+    }
+    account = settings.service_account_name or runtime.service_account_name
+    if account is not None:
+        predictor["serviceAccountName"] = account
+    if runtime.azure_client_id is not None:
+        predictor["labels"] = {AZURE_IDENTITY_LABEL: "true"}
+    if canary_percent is not None:
+        predictor["canaryTrafficPercent"] = canary_percent
+    return predictor
+
+
+def build_inference_service(
+    model: StockModel,
+    release: Release,
+    *,
+    image: str,
+    previous_version: str | None = None,
+    canary_percent: int | None = None,
+    predictor: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The InferenceService manifest serving `release` (no I/O).
+
+    Args:
+        model: the StockModel it serves.
+        release: the version the predictor runs.
+        image: the workload image.
+        previous_version: the version fully rolled out before this one (an annotation, so a
+            reader can tell what the canary is measured against and what a rollback restores).
+        canary_percent: `canaryTrafficPercent`, or None for all traffic on the latest revision.
+        predictor: a predictor spec to use instead of building one (a rollback restores the
+            previous version's spec as it was); `canary_percent` still applies.
+    """
+    name = model.metadata.name
+    annotations = {ANNOTATION_MODE: "Knative", ANNOTATION_VERSION: release.version}
+    if previous_version is not None:
+        annotations[ANNOTATION_PREVIOUS] = previous_version
+    if predictor is None:
+        spec = build_predictor(model, release, image=image, canary_percent=canary_percent)
+    else:
+        spec = {k: v for k, v in predictor.items() if k != "canaryTrafficPercent"}
+        if canary_percent is not None:
+            spec["canaryTrafficPercent"] = canary_percent
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "InferenceService",
+        "metadata": {
+            "name": name,
+            "namespace": isvc_namespace(model),
+            "labels": {
+                "app.kubernetes.io/name": "stockops",
+                "app.kubernetes.io/instance": name,
+                "app.kubernetes.io/component": "serve",
+                "app.kubernetes.io/managed-by": FIELD_MANAGER,
+                LABEL_MODEL: name,
+            },
+            "annotations": annotations,
+        },
+        "spec": {"predictor": spec},
+    }
+
+
+# --- reading the object's status (pure) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PredictorState:
+    """What an InferenceService says about its predictor, read from spec and status."""
+
+    version: str | None  # the annotation: the version the spec runs
+    previous_version: str | None  # the annotation: the version rolled out before it
+    canary_percent: int | None  # spec.predictor.canaryTrafficPercent
+    ready: str | None  # the Ready condition's status: "True", "False", "Unknown" or None
+    ready_message: str
+    latest_created: str | None
+    latest_ready: str | None
+    latest_rolled_out: str | None
+    traffic: dict[str, int]  # revision -> percent (summed: KServe may list one twice)
+    url: str | None
+
+    @classmethod
+    def of(cls, isvc: Mapping[str, Any]) -> PredictorState:
+        annotations = isvc.get("metadata", {}).get("annotations") or {}
+        predictor = isvc.get("spec", {}).get("predictor") or {}
+        status = isvc.get("status") or {}
+        component = (status.get("components") or {}).get("predictor") or {}
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        traffic: dict[str, int] = {}
+        for target in component.get("traffic") or []:
+            revision = target.get("revisionName")
+            if revision:
+                traffic[revision] = traffic.get(revision, 0) + int(target.get("percent") or 0)
+        url = status.get("url") or (status.get("address") or {}).get("url")
+        canary = predictor.get("canaryTrafficPercent")
+        return cls(
+            version=annotations.get(ANNOTATION_VERSION),
+            previous_version=annotations.get(ANNOTATION_PREVIOUS),
+            canary_percent=None if canary is None else int(canary),
+            ready=None if ready is None else str(ready.get("status")),
+            ready_message=": ".join(
+                str(ready[k]) for k in ("reason", "message") if ready and ready.get(k)
+            ),
+            latest_created=component.get("latestCreatedRevision"),
+            latest_ready=component.get("latestReadyRevision"),
+            latest_rolled_out=component.get("latestRolledoutRevision"),
+            traffic=traffic,
+            url=str(url) if url else None,
+        )
+
+    @property
+    def stable_version(self) -> str | None:
+        """The version fully rolled out: the spec's, unless a canary of it is in progress."""
+        if self.latest_rolled_out is None:
+            return None
+        return self.previous_version if self.canary_percent is not None else self.version
+
+    @property
+    def serving_version(self) -> str | None:
+        """The version taking most traffic (the new one from a 50 % canary on)."""
+        canary = self.latest_created
+        if (
+            self.canary_percent is not None
+            and canary is not None
+            and canary != self.latest_rolled_out
+            and self.traffic.get(canary, 0) >= 50
+        ):
+            return self.version
+        return self.stable_version
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return self.url.rstrip("/") + PREDICT_PATH if self.url else None
+
+
+# --- talking to the API server --------------------------------------------------------------
+
+
+class InferenceServices(Protocol):
+    """The few calls the target makes on InferenceServices (a fake in unit tests)."""
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        ...
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply `manifest` (create or update) and return the object."""
+        ...
+
+
+class KubeInferenceServices:
+    """InferenceServices through the official `kubernetes` client, by server-side apply.
+
+    Server-side apply with one field manager makes every write declarative: a field the
+    previous apply set and this one omits (canaryTrafficPercent at promotion) is removed.
+    """
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self._api = client.CustomObjectsApi(api_client)
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = self._api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except Exception as exc:
+            if _is_missing_object(exc, name):
+                return None
+            raise _api_error(exc, f"reading InferenceService {namespace}/{name}") from exc
+        return cast("dict[str, Any]", found)
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        try:
+            applied = self._api.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                meta["namespace"],
+                PLURAL,
+                meta["name"],
+                dict(manifest),
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type="application/apply-patch+yaml",
+            )
+        except Exception as exc:
+            doing = f"applying InferenceService {meta['namespace']}/{meta['name']}"
+            raise _api_error(exc, doing) from exc
+        return cast("dict[str, Any]", applied)
+
+
+def _is_missing_object(exc: Exception, name: str) -> bool:
+    """A 404 naming the object; a 404 without its name means the CRD itself is missing."""
+    if getattr(exc, "status", None) != 404:
+        return False
+    try:
+        details = json.loads(getattr(exc, "body", "") or "{}").get("details") or {}
+    except ValueError:
+        return False
+    return bool(details.get("name") == name)
+
+
+def _api_error(exc: Exception, doing: str) -> Exception:
+    status = getattr(exc, "status", None)
+    body = str(getattr(exc, "body", "") or exc)[:500]
+    if status in (400, 422):
+        return SpecError(f"{doing}: the API server refused the manifest ({status}): {body}")
+    if status == 404:
+        return ServiceUnavailableError(
+            f"{doing}: 404, is KServe (the {PLURAL}.{GROUP} CRD) installed? {body}"
+        )
+    if status in (401, 403):
+        return ServiceUnavailableError(
+            f"{doing}: {status}; the deploy ServiceAccount needs get and patch on {PLURAL}.{GROUP}"
+        )
+    return ServiceUnavailableError(f"{doing}: {exc}")
+
+
+def kube_api_client() -> Any:
+    """An ApiClient from the in-cluster ServiceAccount, else from KUBECONFIG/~/.kube/config.
+
+    Raises:
+        ServiceUnavailableError: when neither is available.
+    """
+    from kubernetes import client, config
+
+    try:
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return client.ApiClient(configuration)
+    except config.ConfigException:
+        pass
+    try:
+        return config.new_client_from_config()  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError) as exc:
+        raise ServiceUnavailableError(
+            f"no Kubernetes configuration (not in a cluster, no kubeconfig): {exc}"
+        ) from None
+
+
+# --- the rollout ----------------------------------------------------------------------------
+
+
+class _StepFailedError(Exception):
+    """A rollout step did not get Ready with its traffic in time (internal)."""
+
+
+class KServeTarget:
+    """Roll StockModel versions out to its KServe InferenceService (see the module docstring)."""
+
+    name = "kserve"
+
+    def __init__(
+        self,
+        model: StockModel,
+        api: InferenceServices,
+        *,
+        image: str,
+        clock: Clock | None = None,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self.model = model
+        self.api = api
+        self.image = image
+        self.clock = clock or SystemClock()
+        self.poll_seconds = poll_seconds
+        self.namespace = isvc_namespace(model)
+        self.isvc_name = model.metadata.name
+
+    def _read(self) -> PredictorState | None:
+        found = self.api.get(self.namespace, self.isvc_name)
+        return None if found is None else PredictorState.of(found)
+
+    def serving_version(self) -> str | None:
+        state = self._read()
+        return None if state is None else state.serving_version
+
+    def rollout(self, release: Release, policy: RolloutSpec) -> RolloutResult:
+        live = self.api.get(self.namespace, self.isvc_name)
+        state = None if live is None else PredictorState.of(live)
+        if state is None or state.latest_rolled_out is None:
+            return self._deploy_direct(release, policy, state)
+        if (
+            state.version == release.version
+            and state.canary_percent is None
+            and state.ready == "True"
+        ):
+            log.info("%s already serves version %s", self.isvc_name, release.version)
+            return self._result(
+                release,
+                serving=release.version,
+                previous=state.previous_version,
+                url=state.endpoint_url,
+                traffic={release.version: 100},
+                message=f"version {release.version} already takes all traffic; nothing changed",
+            )
+        assert live is not None
+        return self._canary(release, policy, live, state)
+
+    # -- first deployment --------------------------------------------------------------------
+
+    def _deploy_direct(
+        self, release: Release, policy: RolloutSpec, state: PredictorState | None
+    ) -> RolloutResult:
+        before = None if state is None else state.latest_created
+        self.api.apply(build_inference_service(self.model, release, image=self.image))
+        log.info("applied %s/%s with version %s", self.namespace, self.isvc_name, release.version)
+        try:
+            reached = self._wait(policy, before, 100)
+        except _StepFailedError as exc:
+            message = (
+                f"version {release.version} did not become ready ({exc}); nothing was rolled "
+                "out before, so the InferenceService is left as it is for inspection"
+            )
+            result = self._result(release, serving=None, previous=None, message=message)
+            raise RolloutFailedError(message, result) from None
+        return self._result(
+            release,
+            serving=release.version,
+            previous=None,
+            url=reached.endpoint_url,
+            traffic={release.version: 100},
+            steps=[100],
+            message=f"version {release.version} deployed (first rollout: no canary)",
+        )
+
+    # -- canary ------------------------------------------------------------------------------
+
+    def _canary(
+        self,
+        release: Release,
+        policy: RolloutSpec,
+        live: Mapping[str, Any],
+        state: PredictorState,
+    ) -> RolloutResult:
+        previous = state.stable_version
+        if previous is None:
+            raise SpecError(
+                f"InferenceService {self.namespace}/{self.isvc_name} has no {ANNOTATION_VERSION} "
+                "annotation (or a canary without its previous version): not one stockops "
+                "manages; delete it or give the StockModel another name"
+            )
+        if state.canary_percent is None:
+            previous_predictor: dict[str, Any] = dict(live["spec"]["predictor"])
+        else:
+            # A canary was interrupted: the live spec is the canary's; rebuild the stable one.
+            previous_predictor = build_predictor(
+                self.model,
+                Release(release.model_name, previous, release.tracking_uri),
+                image=self.image,
+            )
+        # The revision the canary runs is the latest created one, unless that is the stable one.
+        resuming = state.version == release.version and state.canary_percent is not None
+        before = None if resuming else state.latest_created
+        steps = [s for s in policy.canary_steps if s < 100]
+        applied: list[int] = []
+        traffic: dict[str, int] = {previous: 100}
+        url = state.endpoint_url
+        try:
+            for step in [*steps, 100]:
+                self.api.apply(
+                    build_inference_service(
+                        self.model,
+                        release,
+                        image=self.image,
+                        previous_version=previous,
+                        canary_percent=None if step == 100 else step,
+                    )
+                )
+                log.info("%s: version %s at %d %%", self.isvc_name, release.version, step)
+                reached = self._wait(policy, before, step, stable=state.latest_rolled_out)
+                before = None  # the canary's revision is now the latest created one
+                applied.append(step)
+                url = reached.endpoint_url or url
+                traffic = {release.version: step} | ({previous: 100 - step} if step < 100 else {})
+                if step < 100 and policy.step_wait_seconds:
+                    self.clock.sleep(policy.step_wait_seconds)
+                    self._check_still_ready(step)
+        except _StepFailedError as exc:
+            return self._fail(release, policy, previous, previous_predictor, state, applied, exc)
+        return self._result(
+            release,
+            serving=release.version,
+            previous=previous,
+            url=url,
+            traffic=traffic,
+            steps=applied,
+            message=f"version {release.version} rolled out in steps {applied}",
+        )
+
+    def _check_still_ready(self, step: int) -> None:
+        state = self._read()
+        if state is None or state.ready != "True":
+            why = "deleted" if state is None else state.ready_message or f"Ready={state.ready}"
+            raise _StepFailedError(f"not ready after observing {step} %: {why}")
+
+    def _wait(
+        self,
+        policy: RolloutSpec,
+        before: str | None,
+        percent: int,
+        stable: str | None = None,
+    ) -> PredictorState:
+        """Poll until a new revision (not `before`, not `stable`) is Ready with `percent`."""
+        deadline = self.clock.monotonic() + policy.readiness_timeout_seconds
+        last = "no status yet"
+        while True:
+            state = self._read()
+            if state is None:
+                raise _StepFailedError("the InferenceService was deleted")
+            revision = state.latest_created
+            new = revision is not None and revision != before
+            if new and revision == stable and percent < 100:
+                new = False  # a canary needs a revision other than the rolled-out one
+            if new and state.ready == "False":
+                raise _StepFailedError(
+                    f"revision {revision}: {state.ready_message or 'Ready=False'}"
+                )
+            if (
+                new
+                and state.ready == "True"
+                and state.latest_ready == revision
+                and state.traffic.get(str(revision), 0) == percent
+            ):
+                return state
+            last = (
+                f"Ready={state.ready} {state.ready_message}; latest created {revision}, "
+                f"latest ready {state.latest_ready}, traffic {state.traffic}"
+            )
+            if self.clock.monotonic() >= deadline:
+                raise _StepFailedError(
+                    f"{percent} % not reached within {policy.readiness_timeout_seconds} s ({last})"
+                )
+            self.clock.sleep(self.poll_seconds)
+
+    def _fail(
+        self,
+        release: Release,
+        policy: RolloutSpec,
+        previous: str,
+        previous_predictor: Mapping[str, Any],
+        state: PredictorState,
+        applied: Sequence[int],
+        exc: _StepFailedError,
+    ) -> RolloutResult:
+        what = f"version {release.version} failed at {[*applied]} ({exc})"
+        if not policy.auto_rollback:
+            message = f"{what}; autoRollback is off, the InferenceService is left as it is"
+            result = self._result(
+                release,
+                serving=self.serving_version(),
+                previous=previous,
+                url=state.endpoint_url,
+                steps=list(applied),
+                message=message,
+            )
+            raise RolloutFailedError(message, result)
+        old = Release(release.model_name, previous, release.tracking_uri)
+        # All traffic back on the rolled-out revision at once, before anything else.
+        self.api.apply(
+            build_inference_service(
+                self.model, release, image=self.image, previous_version=previous, canary_percent=0
+            )
+        )
+        # The old spec again, still at 0 %: its fresh revision takes traffic only once Ready.
+        restored_previous = state.previous_version if state.canary_percent is None else None
+        current = self._read()
+        before = None if current is None else current.latest_created
+        for canary in (0, None):
+            self.api.apply(
+                build_inference_service(
+                    self.model,
+                    old,
+                    image=self.image,
+                    previous_version=restored_previous,
+                    canary_percent=canary,
+                    predictor=previous_predictor,
+                )
+            )
+            if canary is None:
+                note = ""
+                break
+            try:
+                self._wait(policy, before, 0, stable=state.latest_rolled_out)
+            except _StepFailedError as again:
+                note = (
+                    f"; the restored revision is not ready ({again}), so canaryTrafficPercent "
+                    "0 stays and the old revision keeps all traffic"
+                )
+                break
+        message = f"{what}; rolled back to version {previous}{note}"
+        log.warning("%s: %s", self.isvc_name, message)
+        result = self._result(
+            release,
+            serving=previous,
+            previous=previous,
+            url=state.endpoint_url,
+            traffic={previous: 100},
+            steps=list(applied),
+            rolled_back=True,
+            message=message,
+        )
+        raise RolloutFailedError(message, result)
+
+    def _result(
+        self,
+        release: Release,
+        *,
+        serving: str | None,
+        previous: str | None,
+        message: str,
+        url: str | None = None,
+        traffic: dict[str, int] | None = None,
+        steps: list[int] | None = None,
+        rolled_back: bool = False,
+    ) -> RolloutResult:
+        return RolloutResult(
+            target=self.name,
+            requested_version=release.version,
+            serving_version=serving,
+            previous_version=previous,
+            endpoint_url=url,
+            traffic=traffic or {},
+            rolled_back=rolled_back,
+            message=message,
+            steps=steps or [],
+        )
+
+
+def workload_image(model: StockModel, env: Mapping[str, str] = os.environ) -> str:
+    """The image of the predictor: spec.runtime.image, else STOCKOPS_WORKLOAD_IMAGE.
+
+    Raises:
+        SpecError: when neither is set.
+    """
+    image = model.spec.runtime.image or env.get(IMAGE_ENV)
+    if not image:
+        raise SpecError(
+            f"spec.runtime.image: the kserve target needs the workload image; set it or {IMAGE_ENV}"
+        )
+    return image
+
+
+def build_target(model: StockModel, tracking_uri: str) -> KServeTarget:
+    """The kserve target of `model`, talking to the cluster the process runs in (or KUBECONFIG).
+
+    `tracking_uri` is not used here: each `Release` carries the one its predictor gets.
+    """
+    del tracking_uri
+    return KServeTarget(
+        model, KubeInferenceServices(kube_api_client()), image=workload_image(model)
+    )

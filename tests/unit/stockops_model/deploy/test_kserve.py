@@ -1,0 +1,382 @@
+"""The kserve target: the InferenceService it builds, and its rollouts against a fake KServe.
+
+`FakeKServe` (stockops_model.testing.kserve) plays KServe's controller in Knative mode;
+`FakeInferenceServices` keeps the object in memory and lets the fake reconcile on each read;
+`FakeClock` makes waits and step observations instant. The same target runs against a real
+API server in tests/e2e/test_kserve.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from stockops_model.deploy.base import Release, RolloutFailedError
+from stockops_model.deploy.kserve import (
+    ANNOTATION_PREVIOUS,
+    ANNOTATION_VERSION,
+    KServeTarget,
+    PredictorState,
+    build_inference_service,
+    workload_image,
+)
+from stockops_model.errors import SpecError
+from stockops_model.spec import RolloutSpec, StockModel, parse_resource
+from stockops_model.testing.kserve import (
+    Behaviour,
+    FakeInferenceServices,
+    FakeKServe,
+    crd_manifest,
+)
+
+TRACKING = "http://mlflow.mlops:5000"
+IMAGE = "registry.example/stockops:1.2.3"
+
+
+class FakeClock:
+    """A fake clock: `sleep` only moves `monotonic` on, and records what was slept."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def stockmodel(serving: Mapping[str, Any] | None = None, **runtime: Any) -> StockModel:
+    model = parse_resource(
+        {
+            "apiVersion": "stockops.io/v1alpha1",
+            "kind": "StockModel",
+            "metadata": {"name": "spy-lstm", "namespace": "markets"},
+            "spec": {
+                "tickers": ["SPY"],
+                "storage": {"path": "/data"},
+                "mlflow": {"modelName": "spy-forecaster", "trackingUri": TRACKING},
+                "serving": {"target": "kserve", **(serving or {})},
+                "runtime": runtime,
+            },
+        }
+    )
+    assert isinstance(model, StockModel)
+    return model
+
+
+def release(version: str) -> Release:
+    return Release("spy-forecaster", version, TRACKING)
+
+
+POLICY = RolloutSpec.model_validate(
+    {"canarySteps": [10, 50, 100], "readinessTimeoutSeconds": 60, "stepWaitSeconds": 30}
+)
+
+
+class Rig:
+    """A target wired to a fake KServe, a fake API and a fake clock."""
+
+    def __init__(self, behaviours: Mapping[str, Behaviour] | None = None) -> None:
+        self.kserve = FakeKServe(behaviours)
+        self.api = FakeInferenceServices(self.kserve)
+        self.clock = FakeClock()
+        self.target = KServeTarget(stockmodel(), self.api, image=IMAGE, clock=self.clock)
+
+    def isvc(self) -> dict[str, Any]:
+        found = self.api.get("markets", "spy-lstm")
+        assert found is not None
+        return found
+
+    def canaries_applied(self) -> list[tuple[str, int | None]]:
+        return [
+            (
+                m["metadata"]["annotations"][ANNOTATION_VERSION],
+                m["spec"]["predictor"].get("canaryTrafficPercent"),
+            )
+            for m in self.api.applied
+        ]
+
+
+def container(isvc: Mapping[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = isvc["spec"]["predictor"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+# --- the manifest ---------------------------------------------------------------------------
+
+
+def test_the_predictor_serves_the_pinned_version_with_stockops_serve() -> None:
+    isvc = build_inference_service(stockmodel(), release("7"), image=IMAGE)
+
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert isvc["kind"] == "InferenceService"
+    assert (isvc["metadata"]["name"], isvc["metadata"]["namespace"]) == ("spy-lstm", "markets")
+    main = container(isvc)
+    assert main["image"] == IMAGE
+    assert [main["command"][0], *main["args"][:3]] == [
+        "stockops",
+        "serve",
+        "--model",
+        "models:/spy-forecaster/7",
+    ]
+    assert main["args"][-2:] == ["--port", "8080"]
+    assert main["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+    assert {"name": "MLFLOW_TRACKING_URI", "value": TRACKING} in main["env"]
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8080}
+    assert isvc["metadata"]["annotations"] == {
+        "serving.kserve.io/deploymentMode": "Knative",
+        ANNOTATION_VERSION: "7",
+    }
+    assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
+
+
+def test_a_canary_names_its_percent_and_the_version_it_is_measured_against() -> None:
+    isvc = build_inference_service(
+        stockmodel(), release("8"), image=IMAGE, previous_version="7", canary_percent=10
+    )
+
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert isvc["metadata"]["annotations"][ANNOTATION_PREVIOUS] == "7"
+    assert "models:/spy-forecaster/8" in container(isvc)["args"]
+
+
+def test_kserve_settings_and_the_serve_runtime_reach_the_predictor() -> None:
+    model = stockmodel(
+        {
+            "kserve": {
+                "namespace": "serving",
+                "serviceAccountName": "forecast-reader",
+                "minReplicas": 2,
+                "maxReplicas": 5,
+            }
+        },
+        imagePullPolicy="Always",
+        azureClientId="00000000-0000-0000-0000-000000000001",
+        env=[{"name": "STOCKOPS_API_KEY", "secretName": "serve-keys", "key": "api-key"}],
+        serve={"resources": {"limits": {"memory": "2Gi"}}},
+    )
+    isvc = build_inference_service(model, release("3"), image=IMAGE)
+    predictor = isvc["spec"]["predictor"]
+    main = container(isvc)
+
+    assert isvc["metadata"]["namespace"] == "serving"
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 5)
+    assert predictor["serviceAccountName"] == "forecast-reader"
+    assert predictor["labels"] == {"azure.workload.identity/use": "true"}
+    assert main["imagePullPolicy"] == "Always"
+    assert main["resources"] == {"limits": {"memory": "2Gi"}}
+    assert {
+        "name": "STOCKOPS_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "serve-keys", "key": "api-key", "optional": False}},
+    } in main["env"]
+    assert {"name": "AZURE_CLIENT_ID", "value": "00000000-0000-0000-0000-000000000001"} in main[
+        "env"
+    ]
+
+
+def _schema_at(schema: Mapping[str, Any], path: list[str]) -> Mapping[str, Any] | None:
+    node: Mapping[str, Any] | None = schema
+    for part in path:
+        if node is None:
+            return None
+        if node.get("type") == "array":
+            node = node.get("items")
+        assert node is not None
+        if node.get("x-kubernetes-preserve-unknown-fields") and "properties" not in node:
+            return node
+        additional = node.get("additionalProperties")
+        node = (node.get("properties") or {}).get(part) or (
+            additional if isinstance(additional, dict) else None
+        )
+    return node
+
+
+def _paths(value: Any, prefix: list[str]) -> list[list[str]]:
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _paths(v, [*prefix, str(k)])] or [prefix]
+    if isinstance(value, list):
+        return [p for item in value for p in _paths(item, prefix)] or [prefix]
+    return [prefix]
+
+
+def test_every_field_written_exists_in_kserve_s_own_schema() -> None:
+    # The API server silently prunes fields its schema does not know: a typo would vanish.
+    model = stockmodel(
+        {"kserve": {"serviceAccountName": "sa"}},
+        azureClientId="00000000-0000-0000-0000-000000000001",
+        env=[{"name": "K", "secretName": "s", "key": "k"}],
+        serve={"resources": {"requests": {"cpu": "500m"}}},
+    )
+    isvc = build_inference_service(
+        model, release("2"), image=IMAGE, previous_version="1", canary_percent=10
+    )
+    schema = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+    unknown = [p for p in _paths(isvc["spec"], ["spec"]) if _schema_at(schema, p) is None]
+
+    assert unknown == []
+
+
+def test_the_image_comes_from_the_spec_else_the_operator_s_default() -> None:
+    assert workload_image(stockmodel(image="mine:1"), env={}) == "mine:1"
+    assert workload_image(stockmodel(), env={"STOCKOPS_WORKLOAD_IMAGE": "chart:2"}) == "chart:2"
+    with pytest.raises(SpecError, match=r"spec\.runtime\.image"):
+        workload_image(stockmodel(), env={})
+
+
+# --- rollouts -------------------------------------------------------------------------------
+
+
+def test_a_first_rollout_creates_the_service_and_waits_for_it_to_be_ready() -> None:
+    rig = Rig()
+
+    result = rig.target.rollout(release("1"), POLICY)
+
+    assert result.succeeded
+    assert (result.serving_version, result.previous_version) == ("1", None)
+    assert result.traffic == {"1": 100}
+    assert result.steps == [100]
+    assert result.endpoint_url == "http://spy-lstm.markets.example.com/v1/predict"
+    assert rig.canaries_applied() == [("1", None)]
+    assert rig.target.serving_version() == "1"
+
+
+def test_rolling_out_the_version_already_serving_changes_nothing() -> None:
+    rig = Rig()
+    rig.target.rollout(release("1"), POLICY)
+    applied = len(rig.api.applied)
+
+    result = rig.target.rollout(release("1"), POLICY)
+
+    assert result.succeeded
+    assert len(rig.api.applied) == applied
+    assert result.traffic == {"1": 100}
+    assert "nothing changed" in result.message
+
+
+def test_a_new_version_takes_traffic_in_the_canary_steps_then_all_of_it() -> None:
+    rig = Rig()
+    rig.target.rollout(release("1"), POLICY)
+
+    result = rig.target.rollout(release("2"), POLICY)
+
+    assert result.succeeded
+    assert result.steps == [10, 50, 100]
+    assert (result.serving_version, result.previous_version) == ("2", "1")
+    assert result.traffic == {"2": 100}
+    assert rig.canaries_applied()[1:] == [("2", 10), ("2", 50), ("2", None)]
+    # each step below 100 was observed for stepWaitSeconds before the next
+    assert rig.clock.slept.count(30) == 2
+    isvc = rig.isvc()
+    assert "models:/spy-forecaster/2" in container(isvc)["args"]
+    assert isvc["metadata"]["annotations"][ANNOTATION_PREVIOUS] == "1"
+    state = PredictorState.of(isvc)
+    assert state.traffic == {"spy-lstm-predictor-00002": 100}
+    assert state.latest_rolled_out == "spy-lstm-predictor-00002"
+    assert rig.target.serving_version() == "2"
+
+
+def test_a_version_that_fails_is_rolled_back_to_the_previous_one() -> None:
+    rig = Rig({"2": "fail"})
+    rig.target.rollout(release("1"), POLICY)
+
+    with pytest.raises(RolloutFailedError) as failed:
+        rig.target.rollout(release("2"), POLICY)
+
+    result = failed.value.result
+    assert result.rolled_back
+    assert not result.succeeded
+    assert (result.serving_version, result.previous_version) == ("1", "1")
+    assert result.traffic == {"1": 100}
+    assert result.steps == []
+    assert "RevisionFailed" in result.message
+    # traffic went back at once (0 % on the canary), then the old spec came back
+    assert rig.canaries_applied()[1:] == [("2", 10), ("2", 0), ("1", 0), ("1", None)]
+    isvc = rig.isvc()
+    assert "models:/spy-forecaster/1" in container(isvc)["args"]
+    assert isvc["metadata"]["annotations"][ANNOTATION_VERSION] == "1"
+    state = PredictorState.of(isvc)
+    assert state.ready == "True"
+    assert state.traffic == {"spy-lstm-predictor-00003": 100}
+    assert rig.kserve.revisions("markets", "spy-lstm")[2][1:] == ("1", True)
+    assert rig.target.serving_version() == "1"
+
+
+def test_a_version_that_never_gets_ready_is_rolled_back_after_the_readiness_timeout() -> None:
+    rig = Rig({"2": "never-ready"})
+    rig.target.rollout(release("1"), POLICY)
+    started = rig.clock.now
+
+    with pytest.raises(RolloutFailedError) as failed:
+        rig.target.rollout(release("2"), POLICY)
+
+    assert failed.value.result.rolled_back
+    assert "not reached within 60 s" in failed.value.result.message
+    assert rig.clock.now - started >= 60
+    assert rig.target.serving_version() == "1"
+    assert PredictorState.of(rig.isvc()).canary_percent is None
+
+
+def test_without_auto_rollback_a_failed_canary_is_left_for_inspection() -> None:
+    rig = Rig({"2": "fail"})
+    rig.target.rollout(release("1"), POLICY)
+    policy = POLICY.model_copy(update={"auto_rollback": False})
+
+    with pytest.raises(RolloutFailedError) as failed:
+        rig.target.rollout(release("2"), policy)
+
+    result = failed.value.result
+    assert not result.rolled_back
+    assert result.serving_version == "1"  # the canary holds 10 %
+    assert "autoRollback is off" in result.message
+    assert rig.canaries_applied()[-1] == ("2", 10)
+
+
+def test_a_first_rollout_that_never_gets_ready_reports_that_nothing_serves() -> None:
+    rig = Rig({"1": "fail"})
+
+    with pytest.raises(RolloutFailedError) as failed:
+        rig.target.rollout(release("1"), POLICY)
+
+    result = failed.value.result
+    assert (result.serving_version, result.rolled_back, result.succeeded) == (None, False, False)
+    assert "left as it is" in result.message
+    assert rig.target.serving_version() is None
+
+
+def test_a_retried_rollout_takes_over_the_canary_it_interrupted() -> None:
+    rig = Rig()
+    rig.target.rollout(release("1"), POLICY)
+    # a deploy Job was killed with version 2 at 50 %
+    rig.api.apply(
+        build_inference_service(
+            stockmodel(), release("2"), image=IMAGE, previous_version="1", canary_percent=50
+        )
+    )
+    rig.isvc()  # the controller makes the canary's revision, which is Ready at the next look
+    assert rig.target.serving_version() == "2"
+
+    result = rig.target.rollout(release("2"), POLICY)
+
+    assert result.succeeded
+    assert result.previous_version == "1"
+    # the canary's revision was reused: no third revision
+    assert [r[1] for r in rig.kserve.revisions("markets", "spy-lstm")] == ["1", "2"]
+
+
+def test_an_inference_service_stockops_did_not_create_is_not_touched() -> None:
+    rig = Rig()
+    rig.target.rollout(release("1"), POLICY)
+    foreign = rig.api.objects[("markets", "spy-lstm")]
+    del foreign["metadata"]["annotations"][ANNOTATION_VERSION]
+    applied = len(rig.api.applied)
+
+    with pytest.raises(SpecError, match="not one stockops manages"):
+        rig.target.rollout(release("2"), POLICY)
+    assert len(rig.api.applied) == applied
