@@ -45,6 +45,7 @@ MLMODEL_FILE = "MLmodel"
 INPUT_ERROR_NAMES = frozenset({"DataError", "BarValidationError"})
 
 _model: Any = None
+_identity: dict[str, str | None] = {"model_name": None, "model_version": None}
 
 
 def find_mlflow_dir(root: str | Path) -> Path:
@@ -72,6 +73,8 @@ def init() -> None:
         raise RuntimeError(f"{MODEL_DIR_ENV} is not set: Azure ML sets it to the model folder")
     model_dir = find_mlflow_dir(root)
     _model = mlflow.pyfunc.load_model(str(model_dir))
+    _identity["model_name"] = os.environ.get(MODEL_NAME_ENV)
+    _identity["model_version"] = os.environ.get(MODEL_VERSION_ENV)
     log.info("loaded the MLflow model at %s", model_dir)
 
 
@@ -92,11 +95,7 @@ def run(raw: str | bytes | dict[str, Any]) -> Any:
             message = str(exc)
             return _respond(_error("invalid_bars", message, _field_of(message)), 422)
         raise
-    return {
-        "model_name": os.environ.get(MODEL_NAME_ENV),
-        "model_version": os.environ.get(MODEL_VERSION_ENV),
-        "forecasts": _forecasts(frame),
-    }
+    return {**_identity, "forecasts": _forecasts(frame)}
 
 
 def _read_bars(raw: str | bytes | dict[str, Any]) -> list[dict[str, Any]]:
