@@ -1,0 +1,109 @@
+"""What the routes of one scoring-server app share: settings, model slot, batcher, metrics.
+
+The routes (`stockops_model.server.app` for /v1 and health, `stockops_model.server.oip`
+for the Open Inference Protocol v2) are thin: they parse, ask the `Runtime` for the
+serving model and a forecast, and shape the answer.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from fastapi import Request, Response
+
+from stockops_model.forecaster import Windows
+from stockops_model.server.batching import DEFAULT_MAX_WINDOWS, Batcher
+from stockops_model.server.metrics import ServerMetrics
+from stockops_model.server.problems import ApiError
+from stockops_model.server.recent import BarSource
+from stockops_model.server.slot import LoadedModel, ModelSlot
+
+API_KEY_HEADER = "X-API-Key"
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_BARS = 20_000
+DEFAULT_POLL_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The server's settings (`stockops serve` flags; see docs/serving.md).
+
+    Attributes:
+        api_key: the key clients must send; None serves without authentication.
+        max_body_bytes: larger request bodies get 413 (Content-Length or while reading).
+        max_bars: more bars in one request get 413.
+        poll_seconds: how often the model alias is checked; None checks once at start.
+        max_batch_windows: windows per network call when batching requests.
+    """
+
+    api_key: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_bars: int = DEFAULT_MAX_BARS
+    poll_seconds: float | None = DEFAULT_POLL_SECONDS
+    max_batch_windows: int = DEFAULT_MAX_WINDOWS
+
+
+class Runtime:
+    """The state behind one app (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        slot: ModelSlot,
+        metrics: ServerMetrics,
+        bars: BarSource | None,
+    ) -> None:
+        self.config = config
+        self.slot = slot
+        self.metrics = metrics
+        self.bars = bars
+        self.batcher = Batcher(config.max_batch_windows)
+
+    def serving(self) -> LoadedModel:
+        """The model now serving; a request calls this once and keeps what it got.
+
+        Raises:
+            ApiError: 503 while no model is loaded yet.
+        """
+        model = self.slot.current
+        if model is None:
+            detail = self.slot.last_reload_error
+            raise ApiError(
+                503,
+                "model_not_loaded",
+                "no model is loaded yet"
+                + (f"; last attempt: {detail}" if detail else "; it is loading"),
+            )
+        return model
+
+    async def forecast(self, model: LoadedModel, windows: Windows) -> npt.NDArray[np.float64]:
+        """Forecast close for prepared windows with `model` (batched for a network)."""
+        if windows.x is None:
+            return model.forecaster.forecast_windows(None, windows.last_close)
+        return await self.batcher.forecast(model.forecaster, windows.x, windows.last_close)
+
+    def check_key(self, request: Request) -> None:
+        """Raise 401 unless the request carries the API key (constant-time compare)."""
+        expected = self.config.api_key
+        if expected is None:
+            return
+        given = request.headers.get(API_KEY_HEADER)
+        if given is None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            given = token.strip() if scheme.lower() == "bearer" else None
+        if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise ApiError(
+                401,
+                "unauthorized",
+                f"missing or wrong API key: send the header {API_KEY_HEADER}: <key>",
+                field=API_KEY_HEADER,
+            )
+
+
+def json_response(content: object, status_code: int = 200) -> Response:
+    """A JSON answer serialised by orjson (several times faster than the standard library)."""
+    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")

@@ -1,0 +1,249 @@
+"""The model slot: which model serves, loading it, and swapping it atomically when its alias moves.
+
+`ModelSource` says what to serve (`models:/NAME@ALIAS` follows an alias, `models:/NAME/3`
+is pinned, a `runs:/` URI or a path is loaded once). A `ModelLoader` tells the version the
+source points at now and loads one (`MlflowLoader`; tests pass a fake).
+
+`ModelSlot.refresh` (called every `--poll-seconds` and by `POST /v1/models/reload`) asks the
+loader for the current version; when it differs from the one serving it loads the new one
+in a worker thread, warms it (one forecast on synthetic bars, so the network's tf.function
+is traced before real traffic reaches it), and then replaces a single reference. A request
+reads `slot.current` once at its start and keeps that object, so requests in flight finish
+on the model they started with; the old model is freed when the last of them is done.
+
+A failed load keeps the old model serving, counts `stockops_serve_reloads_total{outcome=
+"failed"}`, logs, and shows in `last_reload_error`. A version that failed to load is not
+retried at every poll (a broken artifact would be downloaded again every 30 s); a forced
+refresh (`POST /v1/models/reload`) retries it.
+
+Limits: one model at a time; loading holds old and new model in memory together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+
+from stockops_model.errors import DataError, ServiceUnavailableError
+from stockops_model.forecaster import Forecaster, TickerBars
+from stockops_model.server.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What the server was asked to serve."""
+
+    uri: str
+    name: str  # the registered model name, else the last part of the URI
+    alias: str | None = None
+    version: str | None = None  # pinned in the URI
+
+    @classmethod
+    def parse(cls, uri: str) -> ModelSource:
+        match = _REGISTRY_URI.match(uri)
+        if match:
+            return cls(uri, match["name"], match["alias"], match["version"])
+        name = uri.rstrip("/").rsplit("/", 1)[-1] or "model"
+        return cls(uri, name)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to serve; requests hold on to the one they started with."""
+
+    source: ModelSource
+    version: str | None
+    forecaster: Forecaster
+    loaded_at: datetime
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def uri(self) -> str:
+        """The URI this exact model was loaded from (pinned to its version when known)."""
+        if self.version is not None and self.source.uri.startswith("models:/"):
+            return f"models:/{self.source.name}/{self.version}"
+        return self.source.uri
+
+
+class ModelLoader(Protocol):
+    """Where models come from; the methods block (they run in worker threads)."""
+
+    def resolve(self) -> str | None:
+        """The version the source points at now (None when the source has no versions)."""
+        ...
+
+    def load(self, version: str | None) -> Forecaster:
+        """Load that version's forecaster; raise on any failure."""
+        ...
+
+
+class MlflowLoader:
+    """Models from an MLflow registry (or any MLflow model URI) as stockops forecasters."""
+
+    def __init__(self, source: ModelSource, tracking_uri: str | None) -> None:
+        self.source = source
+        self.tracking_uri = tracking_uri
+        self._client: object | None = None
+
+    def _mlflow_client(self) -> object:
+        if self._client is None:
+            import mlflow
+
+            if self.tracking_uri:
+                mlflow.set_tracking_uri(self.tracking_uri)
+            self._client = mlflow.MlflowClient(self.tracking_uri)
+        return self._client
+
+    def resolve(self) -> str | None:
+        if self.source.version is not None:
+            return self.source.version
+        if self.source.alias is None:
+            return None
+        from mlflow.exceptions import MlflowException
+
+        client = self._mlflow_client()
+        try:
+            found = client.get_model_version_by_alias(  # type: ignore[attr-defined]
+                self.source.name, self.source.alias
+            )
+        except MlflowException as exc:
+            raise ServiceUnavailableError(
+                f"cannot read alias {self.source.name}@{self.source.alias}: {exc}"
+            ) from None
+        return str(found.version)
+
+    def load(self, version: str | None) -> Forecaster:
+        import mlflow.pyfunc
+
+        self._mlflow_client()  # sets the tracking URI for load_model
+        uri = self.source.uri
+        if version is not None and self.source.uri.startswith("models:/"):
+            uri = f"models:/{self.source.name}/{version}"
+        model = mlflow.pyfunc.load_model(uri)
+        python_model = model.unwrap_python_model()
+        forecaster = getattr(python_model, "forecaster", None)
+        if forecaster is None or not hasattr(forecaster, "prepare_windows"):
+            raise DataError(f"{uri} is not a stockops forecaster (ForecasterModel pyfunc)")
+        loaded: Forecaster = forecaster
+        return loaded
+
+
+def warm_up(forecaster: Forecaster) -> None:
+    """One forecast on synthetic bars: traces the network's tf.function before traffic.
+
+    Raises whatever the forecaster raises: a model that cannot forecast is not swapped in.
+    """
+    count = forecaster.min_bars
+    rng = np.random.default_rng(0)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 1e-3, count)))
+    start = np.datetime64("2020-01-02T14:30:00", "ns")
+    bars = TickerBars(
+        symbol=forecaster.tickers[0],
+        ts=start + np.arange(count) * np.timedelta64(60, "s"),
+        high=close * 1.001,
+        low=close * 0.999,
+        close=close,
+    )
+    windows = forecaster.prepare_windows([bars])
+    forecast = forecaster.forecast_windows(windows.x, windows.last_close)
+    if not np.isfinite(forecast).all():
+        raise DataError("the model's warm-up forecast is not finite")
+
+
+class ModelSlot:
+    """The serving model and how it is replaced (see the module docstring)."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        loader: ModelLoader,
+        metrics: ServerMetrics | None = None,
+        warm: Callable[[Forecaster], None] = warm_up,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.source = source
+        self.loader = loader
+        self.metrics = metrics
+        self.warm = warm
+        self.clock = clock
+        self.current: LoadedModel | None = None
+        self.reloads = 0  # swaps after the first load
+        self.last_reload_error: str | None = None
+        self._failed_version: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, force: bool = False) -> LoadedModel | None:
+        """Load the version the source points at if it is not the one serving.
+
+        Never raises for a registry or load failure: the old model keeps serving and the
+        failure shows in `last_reload_error`. Returns the model serving afterwards.
+        """
+        async with self._lock:
+            try:
+                version = await asyncio.to_thread(self.loader.resolve)
+            except Exception as exc:
+                self._failed("cannot resolve the model version", None, exc)
+                return self.current
+            current = self.current
+            if current is not None and current.version == version:
+                return current
+            if version is not None and version == self._failed_version and not force:
+                return current
+            try:
+                forecaster = await asyncio.to_thread(self._load, version)
+            except Exception as exc:
+                self._failed(f"cannot load version {version}", version, exc)
+                return self.current
+            self._swap(LoadedModel(self.source, version, forecaster, self.clock()))
+            return self.current
+
+    def _load(self, version: str | None) -> Forecaster:
+        forecaster = self.loader.load(version)
+        self.warm(forecaster)
+        return forecaster
+
+    def _swap(self, model: LoadedModel) -> None:
+        previous = self.current
+        self.current = model  # the one reference requests read; the old model stays intact
+        if previous is not None:
+            self.reloads += 1
+        self.last_reload_error = None
+        self._failed_version = None
+        if self.metrics is not None:
+            self.metrics.reloads.labels("loaded").inc()
+            self.metrics.serving(model.name, model.version or "")
+        log.info(
+            "serving %s version %s (%s)%s",
+            model.name,
+            model.version,
+            model.forecaster.kind,
+            f", replacing version {previous.version}" if previous is not None else "",
+        )
+
+    def _failed(self, what: str, version: str | None, exc: Exception) -> None:
+        self.last_reload_error = f"{what}: {type(exc).__name__}: {exc}"[:2000]
+        self._failed_version = version
+        if self.metrics is not None:
+            self.metrics.reloads.labels("failed").inc()
+        serving = self.current.version if self.current is not None else None
+        log.error("%s; still serving version %s", self.last_reload_error, serving)
+
+    async def poll(self, every: float) -> None:
+        """Refresh now and then every `every` seconds, until cancelled."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(every)
