@@ -20,6 +20,7 @@ binary these tests skip, except on CI (`CI=true`), where they fail.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib.util
 import json
 import os
@@ -366,7 +367,9 @@ def fill_store(root: Path) -> str:
         async with open_store(url, create=True) as store:
             await store.write(bars)
 
-    asyncio.run(write())
+    # Playwright's sync API runs an event loop in this thread: write from another one.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, write()).result()
     return url
 
 
