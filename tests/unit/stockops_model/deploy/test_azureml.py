@@ -19,6 +19,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from azure.ai.ml.entities import ManagedOnlineEndpoint
+from azure.ai.ml.operations._online_endpoint_operations import _strip_zeroes_from_traffic
 
 from stockops_model.deploy.azureml import BASE_IMAGE_ENV, AzureMLTarget, build_target
 from stockops_model.deploy.azureml_entities import (
@@ -27,6 +29,8 @@ from stockops_model.deploy.azureml_entities import (
     build_deployment,
     build_endpoint,
     deployment_name,
+    traffic_map,
+    with_traffic,
 )
 from stockops_model.deploy.base import Release, RolloutFailedError
 from stockops_model.errors import ExitCode, ServiceUnavailableError, SettingsError
@@ -464,6 +468,14 @@ def test_without_auto_rollback_a_failure_is_left_for_a_human(
     assert not failure.value.result.rolled_back
     assert failure.value.result.traffic == {"2": 10, "1": 90}
     assert fake.traffic(ENDPOINT) == {V2: 10, V1: 90}
+    # Once fixed, a rerun resumes from the share the new version already has.
+    fake.refuse_traffic = lambda traffic: False
+
+    result = deploy.rollout(release(registry, "2"), policy())
+
+    assert result.succeeded
+    assert (result.previous_version, result.steps) == ("1", [50, 100])
+    assert fake.deployment_names(ENDPOINT) == [V2]
 
 
 def test_an_unreachable_workspace_before_any_change_is_unavailable(
@@ -510,7 +522,7 @@ def test_an_endpoint_of_the_other_kind_is_a_spec_error(
 # --------------------------------------------------------------------------- traffic-map trap
 
 
-def test_the_trap_an_update_without_traffic_zeroes_every_deployment(
+def test_the_fake_plays_the_trap_an_update_without_traffic_zeroes_all(
     registry: str, fake: Any, clock: FakeClock
 ) -> None:
     target(fake, clock).rollout(release(registry, "1"), policy())
@@ -540,6 +552,32 @@ def test_every_traffic_update_names_versions_summing_to_100(
         {V3: 100},
     ]
     assert all(sum(update.values()) == 100 for update in updates)
+
+
+def test_traffic_map_names_every_deployment_and_sums_to_100() -> None:
+    deployments = [V1, V2, "blue"]
+
+    assert traffic_map(deployments, {V2: 10, V1: 90}) == {V1: 90, V2: 10, "blue": 0}
+    with pytest.raises(ValueError, match="sum to 100"):
+        traffic_map(deployments, {V2: 10})
+    with pytest.raises(ValueError, match="unknown"):
+        traffic_map(deployments, {"green": 100})
+
+
+def test_an_update_changes_traffic_only_and_survives_the_sdk_rewrite() -> None:
+    read = ManagedOnlineEndpoint(
+        name=ENDPOINT, auth_mode="key", tags={"team": "quant"}, traffic={V1: 100, V2: 0}
+    )
+    full = traffic_map([V1, V2], {V2: 10, V1: 90})
+
+    update = with_traffic(read, full)
+    update.traffic = _strip_zeroes_from_traffic(update.traffic)  # as the SDK does on send
+    wire = update._to_rest_online_endpoint(location="westeurope").as_dict()
+
+    assert wire["properties"]["traffic"] == {V1: 90, V2: 10}
+    assert wire["properties"]["authMode"] == "Key"
+    assert wire["tags"] == {"team": "quant"}
+    assert read.traffic == {V1: 100, V2: 0}  # the endpoint as read is left alone
 
 
 def test_deployment_names_are_lowercase_valid_and_distinct() -> None:
