@@ -362,7 +362,8 @@ def _api_error(exc: Exception, doing: str) -> Exception:
         )
     if status in (401, 403):
         return ServiceUnavailableError(
-            f"{doing}: {status}; the deploy ServiceAccount needs get and patch on {PLURAL}.{GROUP}"
+            f"{doing}: {status}; the deploy ServiceAccount needs get, create and patch "
+            f"on {PLURAL}.{GROUP}"
         )
     return ServiceUnavailableError(f"{doing}: {exc}")
 
@@ -382,7 +383,10 @@ def kube_api_client() -> Any:
     except config.ConfigException:
         pass
     try:
-        return config.new_client_from_config()  # type: ignore[no-untyped-call]
+        # The client reads KUBECONFIG once, at import; read it now instead.
+        return config.new_client_from_config(  # type: ignore[no-untyped-call]
+            os.environ.get("KUBECONFIG") or None
+        )
     except (config.ConfigException, OSError) as exc:
         raise ServiceUnavailableError(
             f"no Kubernetes configuration (not in a cluster, no kubeconfig): {exc}"

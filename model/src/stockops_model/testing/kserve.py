@@ -18,7 +18,7 @@ predictor, reduced to what a rollout watches:
 
 `FakeInferenceServices` keeps objects in memory for unit tests (FakeKServe reconciles on every
 read, as if the controller ran between two polls); `FakeKServeController` runs FakeKServe
-against the real API server, watching a namespace in a thread and writing `status`.
+against the real API server, polling a namespace in a thread and writing `status`.
 
 Limits: a fake, not KServe: no webhook defaults or validation beyond the CRD's schema, no
 scale-to-zero, no tags' URLs, revisions never become unready once Ready, one namespace per
@@ -320,16 +320,20 @@ class FakeInferenceServices:
 class FakeKServeController:
     """Run `FakeKServe` against a real API server for one namespace, in a thread.
 
-    Watches the namespace's InferenceServices and writes each one's status (JSON patch of the
-    status subresource) when it changes. Use as a context manager.
+    Reconciles the namespace's InferenceServices every `interval` seconds and writes each
+    one's status (JSON patch of the status subresource) when it changes. Use as a context
+    manager.
     """
 
-    def __init__(self, api_client: Any, namespace: str, kserve: FakeKServe) -> None:
+    def __init__(
+        self, api_client: Any, namespace: str, kserve: FakeKServe, interval: float = 0.2
+    ) -> None:
         from kubernetes import client
 
         self.api = client.CustomObjectsApi(api_client)
         self.namespace = namespace
         self.kserve = kserve
+        self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fake-kserve", daemon=True)
         self.errors: list[BaseException] = []
@@ -343,35 +347,25 @@ class FakeKServeController:
         self._thread.join(timeout=10.0)
 
     def _run(self) -> None:
-        from kubernetes import watch
-
+        # A list every `interval` rather than a watch: a watch on a CRD established moments
+        # ago can fail with "Too large resource version" until the watch cache catches up.
         while not self._stop.is_set():
-            stream = watch.Watch()  # type: ignore[no-untyped-call]
             try:
-                # A short server-side timeout lets the loop see the stop flag.
-                for event in stream.stream(  # type: ignore[no-untyped-call]
-                    self.api.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    PLURAL,
-                    timeout_seconds=2,
-                ):
-                    if self._stop.is_set():
-                        stream.stop()  # type: ignore[no-untyped-call]
-                        break
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        self._reconcile(event["object"]["metadata"]["name"])
-            except Exception as exc:  # keep watching; the test reads `errors` if it fails
-                if not self._stop.is_set():
-                    log.warning("fake KServe controller: %s", exc)
-                    self.errors.append(exc)
-                    self._stop.wait(0.2)
+                listed = cast(
+                    "dict[str, Any]",
+                    self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL),
+                )
+                for item in listed.get("items") or []:
+                    self._reconcile(item["metadata"]["name"])
+            except Exception as exc:  # keep going; the test reads `errors` if it fails
+                log.warning("fake KServe controller: %s", exc)
+                self.errors.append(exc)
+            self._stop.wait(self.interval)
 
     def _reconcile(self, name: str) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        # An event's object can be older than the latest write (the target may have applied
+        # A listed object can be older than the latest write (the target may have applied
         # again meanwhile): like a real controller, act on the current object.
         try:
             isvc = cast(
