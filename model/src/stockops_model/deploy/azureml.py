@@ -81,7 +81,6 @@ TARGET = "azureml"
 BASE_IMAGE_ENV = "STOCKOPS_AZUREML_BASE_IMAGE"
 POLL_SECONDS = 15.0
 SUCCEEDED = "succeeded"
-FAILED_STATES = frozenset({"failed", "canceled"})
 BUSY_STATES = frozenset({"creating", "updating", "deleting", "provisioning", "scaling"})
 
 Downloader = Callable[[Release, Path], Path]

@@ -132,8 +132,10 @@ def endpoint_kind(endpoint: OnlineEndpoint) -> str:
 def with_traffic(endpoint: OnlineEndpoint, traffic: Mapping[str, int]) -> OnlineEndpoint:
     """A copy of `endpoint` (as read from the service) carrying the full `traffic` map.
 
-    The copy keeps every other setting the service returned, so the update changes traffic
-    only; the SDK rewrites the map in place (lowercase, zeros dropped), hence the copy.
+    The copy keeps every other setting the service returned (auth mode, tags, compute), so
+    the update changes traffic only; the SDK rewrites the map in place (lowercase, zeros
+    dropped), hence the copy. Mirror traffic is cleared: it may point at the deployment a
+    rollout is about to delete, and a shadow copy of requests is not part of blue/green.
     """
     updated = copy.deepcopy(endpoint)
     updated.traffic = dict(traffic)

@@ -36,6 +36,7 @@ from stockops_model.deploy.base import Release, RolloutFailedError
 from stockops_model.errors import ExitCode, ServiceUnavailableError, SettingsError
 from stockops_model.forecaster import NaiveForecaster
 from stockops_model.loaders import load_bars
+from stockops_model.results import TERMINATION_LOG_ENV
 from stockops_model.spec import AzureMLSpec, RolloutSpec, StockModel
 
 
@@ -658,3 +659,61 @@ def test_smoke_request_is_the_saved_input_example(
     bars = pd.DataFrame(requests[0]["bars"])
     assert sorted(bars["symbol"].unique()) == list(TICKERS)
     assert set(bars.columns) == {"symbol", "ts", "open", "high", "low", "close", "volume"}
+
+
+# --------------------------------------------------------------------------- stockops deploy
+
+
+def run_deploy(
+    registry: str, fake: Any, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, dict[str, Any]]:
+    """`stockops deploy -f ... --version 2` with the fake behind the azureml target."""
+    import contextlib
+    import io
+
+    import yaml
+
+    from stockops_model import cli
+    from stockops_model.deploy import azureml
+
+    manifest = tmp_path / "stockmodel.yaml"
+    manifest.write_text(yaml.safe_dump(STOCKMODEL))
+    monkeypatch.setattr(
+        azureml, "build_target", lambda model, uri: target(fake, clock, model.spec.serving.azureml)
+    )
+    monkeypatch.setenv(TERMINATION_LOG_ENV, str(tmp_path / "termination-log"))
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = cli.main(
+            ["deploy", "-f", str(manifest), "--version", "2", "--tracking-uri", registry]
+        )
+    return code, json.loads(stdout.getvalue().strip().splitlines()[-1])
+
+
+def test_stockops_deploy_prints_the_result_line(
+    registry: str, fake: Any, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target(fake, clock).rollout(release(registry, "1"), policy())
+
+    code, line = run_deploy(registry, fake, clock, tmp_path, monkeypatch)
+
+    assert code == 0
+    assert line["target"] == "azureml"
+    assert (line["serving_version"], line["previous_version"]) == ("2", "1")
+    assert line["traffic"] == {"2": 100}
+    assert line["steps"] == [10, 50, 100]  # the spec's default rollout policy
+    assert line["succeeded"] is True
+
+
+def test_stockops_deploy_exits_6_after_a_rollback(
+    registry: str, fake: Any, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target(fake, clock).rollout(release(registry, "1"), policy())
+    fake.fail_provisioning.add(V2)
+
+    code, line = run_deploy(registry, fake, clock, tmp_path, monkeypatch)
+
+    assert code == ExitCode.ROLLOUT_FAILED
+    assert line["rolled_back"] is True
+    assert line["serving_version"] == "1"
+    assert line["traffic"] == {"1": 100}
