@@ -7,9 +7,10 @@ stops the batching worker at the end.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +66,21 @@ class FakeLoader:
 
 
 class GatedForecaster(NaiveForecaster):
-    """A fake network: persistence, but its network call waits for `gate` (in the batching
-    worker), so a test can hold a request in flight. `started` is set once it is called."""
+    """A fake network: persistence, but after `hold()` its network call (in the batching
+    worker) waits until `gate` is set, so a test can keep a request in flight. `started` is
+    set when a call begins; `batch_sizes` records the windows of each call since `hold()`."""
 
     def __init__(self, tickers: tuple[str, ...]) -> None:
         super().__init__(tickers)
         self.gate = threading.Event()
+        self.gate.set()  # open, so the slot's warm-up passes
         self.started = threading.Event()
         self.batch_sizes: list[int] = []
+
+    def hold(self) -> None:
+        self.gate.clear()
+        self.started.clear()
+        self.batch_sizes.clear()
 
     def prepare_windows(self, bars: Sequence[TickerBars], origins: int = 1) -> Windows:
         windows = super().prepare_windows(bars, origins)
@@ -157,6 +165,15 @@ def records(bars: pd.DataFrame, per_ticker: int) -> list[dict[str, Any]]:
     tail = bars.groupby("symbol", sort=True).tail(per_ticker)
     tail = tail.assign(ts=tail["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
     return [{str(k): v for k, v in row.items()} for row in tail.to_dict("records")]
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait until `condition()` holds (checked every 10 ms; fails after 30 s saying `what`)."""
+    for _ in range(3000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
 
 
 def build_app(

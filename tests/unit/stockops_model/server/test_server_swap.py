@@ -1,0 +1,140 @@
+"""Hot swap and batching: requests in flight finish on their model, a bad version never serves."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from stockops_model.errors import DataError
+from stockops_model.forecaster import NaiveForecaster
+from stockops_model.server.slot import ModelSource
+
+from .conftest import (
+    TICKERS,
+    FakeLoader,
+    GatedForecaster,
+    build_app,
+    records,
+    serving_client,
+    until,
+)
+
+
+@pytest.fixture(scope="module")
+def payload(bars: pd.DataFrame) -> dict[str, Any]:
+    return {"bars": records(bars, 3)}
+
+
+async def test_a_request_in_flight_answers_with_the_old_version(payload: dict[str, Any]) -> None:
+    old, new = GatedForecaster(TICKERS), NaiveForecaster(TICKERS)
+    app = build_app({"1": old, "2": new})
+    loader: FakeLoader = app.state.runtime.slot.loader
+    async with serving_client(app) as client:
+        old.hold()
+        in_flight = asyncio.create_task(client.post("/v1/predict", json=payload))
+        # The request has taken version 1 and waits inside its network call.
+        assert await asyncio.to_thread(old.started.wait, 30)
+        loader.alias = "2"
+        reloaded = await client.post("/v1/models/reload")
+        assert reloaded.json()["version"] == "2"
+        old.gate.set()
+        first = await in_flight
+        second = await client.post("/v1/predict", json=payload)
+    assert first.json()["model_version"] == "1"
+    assert second.json()["model_version"] == "2"
+    assert reloaded.json()["reloads"] == 1
+
+
+async def test_a_version_that_fails_to_load_keeps_the_old_one(payload: dict[str, Any]) -> None:
+    broken = DataError("network.keras: truncated file")
+    app = build_app({"1": NaiveForecaster(TICKERS), "2": broken})
+    runtime = app.state.runtime
+    loader: FakeLoader = runtime.slot.loader
+    async with serving_client(app) as client:
+        loader.alias = "2"
+        status = (await client.post("/v1/models/reload")).json()
+        answer = await client.post("/v1/predict", json=payload)
+        metrics = (await client.get("/metrics")).text
+    assert status["version"] == "1"
+    assert "cannot load version 2" in status["last_reload_error"]
+    assert "truncated file" in status["last_reload_error"]
+    assert answer.json()["model_version"] == "1"
+    assert 'stockops_serve_reloads_total{outcome="failed"} 1.0' in metrics
+    assert 'stockops_serve_model_info{name="stocks",version="1"} 1.0' in metrics
+
+
+async def test_a_model_that_cannot_forecast_is_not_swapped_in(payload: dict[str, Any]) -> None:
+    class UnfitForecaster(NaiveForecaster):
+        """A fake model whose forecasts are not finite: the warm-up must catch it."""
+
+        def forecast_windows(self, x: Any, last_close: Any) -> Any:
+            return last_close * float("nan")
+
+    app = build_app({"1": NaiveForecaster(TICKERS), "2": UnfitForecaster(TICKERS)})
+    loader: FakeLoader = app.state.runtime.slot.loader
+    async with serving_client(app) as client:
+        loader.alias = "2"
+        status = (await client.post("/v1/models/reload")).json()
+    assert status["version"] == "1"
+    assert "warm-up forecast is not finite" in status["last_reload_error"]
+
+
+async def test_a_failed_version_is_retried_on_request_not_at_every_poll() -> None:
+    app = build_app({"1": NaiveForecaster(TICKERS), "2": DataError("broken")})
+    slot = app.state.runtime.slot
+    loader: FakeLoader = slot.loader
+    await slot.refresh()
+    loader.alias = "2"
+    await slot.refresh()
+    await slot.refresh()  # a poll: the same broken version is not downloaded again
+    assert loader.loads == ["1", "2"]
+    loader.versions["2"] = NaiveForecaster(TICKERS)
+    await slot.refresh(force=True)  # POST /v1/models/reload
+    assert loader.loads == ["1", "2", "2"]
+    assert slot.current.version == "2"
+    assert slot.last_reload_error is None
+
+
+async def test_the_alias_poller_swaps_without_a_request() -> None:
+    app = build_app({"1": NaiveForecaster(TICKERS), "2": NaiveForecaster(TICKERS)})
+    slot = app.state.runtime.slot
+    loader: FakeLoader = slot.loader
+    poller = asyncio.create_task(slot.poll(0.01))
+    try:
+        await until(lambda: slot.current is not None, "the first load")
+        loader.alias = "2"
+        await until(lambda: slot.current.version == "2", "the swap to version 2")
+    finally:
+        poller.cancel()
+    assert slot.reloads == 1
+
+
+async def test_queued_requests_share_one_network_call(payload: dict[str, Any]) -> None:
+    gated = GatedForecaster(TICKERS)
+    app = build_app({"1": gated})
+    async with serving_client(app) as client:
+        gated.hold()
+        first = asyncio.create_task(client.post("/v1/predict", json=payload))
+        assert await asyncio.to_thread(gated.started.wait, 30)
+        # While the first call runs, three more requests queue up.
+        queued = [asyncio.create_task(client.post("/v1/predict", json=payload)) for _ in range(3)]
+        await until(lambda: app.state.runtime.batcher._queue.qsize() == 3, "3 queued requests")
+        gated.gate.set()
+        replies = [await first, *[await task for task in queued]]
+    assert [r.status_code for r in replies] == [200] * 4
+    # Two tickers a request: one call for the first, one for the three queued together.
+    assert gated.batch_sizes == [2, 6]
+    closes = [[f["forecast_close"] for f in r.json()["forecasts"]] for r in replies]
+    assert all(c == closes[0] for c in closes)
+
+
+def test_model_uris_name_the_registered_model() -> None:
+    alias = ModelSource.parse("models:/stocks@production")
+    pinned = ModelSource.parse("models:/stocks/7")
+    run = ModelSource.parse("runs:/abc123/model")
+    assert (alias.name, alias.alias, alias.version) == ("stocks", "production", None)
+    assert (pinned.name, pinned.alias, pinned.version) == ("stocks", None, "7")
+    assert (run.name, run.alias, run.version) == ("model", None, None)
