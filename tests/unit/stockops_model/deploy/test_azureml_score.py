@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from stockops_model.deploy import score
-from stockops_model.forecaster import NaiveForecaster
+from stockops_model.deploy.azureml_entities import smoke_bars, synthetic_bars
+from stockops_model.forecaster import NaiveForecaster, prepare_bars
 from stockops_model.loaders import load_bars
 
 DATA = Path(__file__).parents[3] / "data" / "bars-2018-1min"
@@ -93,6 +94,27 @@ def test_run_forecasts_the_last_close_per_ticker(loaded: None, bars: pd.DataFram
         assert forecast["horizon"] == 1
         assert pd.Timestamp(forecast["ts"]) == last.loc[forecast["symbol"], "ts"]
     json.dumps(answer)  # the inference server must be able to serialise it
+
+
+def test_a_model_without_an_input_example_is_smoke_tested_with_synthetic_bars(
+    loaded: None, model_root: Path
+) -> None:
+    bars = smoke_bars(model_root / "model")  # this pyfunc was saved without an example
+
+    answer = score.run(json.dumps({"bars": bars}))
+
+    assert sorted({b["symbol"] for b in bars}) == list(TICKERS)
+    assert [f["symbol"] for f in answer["forecasts"]] == list(TICKERS)
+
+
+def test_synthetic_bars_pass_the_forecasters_input_checks() -> None:
+    bars = synthetic_bars(TICKERS, 120)
+
+    frame = prepare_bars(bars, TICKERS, 120)
+
+    assert len(frame) == 240
+    assert (frame["high"] >= frame[["open", "close"]].max(axis=1)).all()
+    assert (frame["low"] <= frame[["open", "close"]].min(axis=1)).all()
 
 
 def test_bad_price_is_an_error_body_naming_the_field(loaded: None, bars: pd.DataFrame) -> None:
