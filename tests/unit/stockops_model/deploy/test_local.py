@@ -1,11 +1,12 @@
-"""The local target against the real MLflow registry and a fake scoring server.
+"""The local target against the real MLflow registry, a fake and the real scoring server.
 
 `FakeScoringServer` answers the routes of the scoring server contract that the local target
 uses (/healthz, /readyz, GET /v1/models, POST /v1/models/reload), on 127.0.0.1. Like the
 real server started with `--model models:/NAME@serving`, a reload reads the `serving` alias
 from the real MLflow registry; the fake only pretends to load the version (some versions are
-told to fail to load, or the reload is ignored). Registered versions are empty runs' folders:
-nothing is loaded for real here.
+told to fail to load, or the reload is ignored). The versions it serves are empty runs'
+folders: nothing is loaded for real. The last test runs the real `stockops serve` on naive
+forecasts registered for real, and a version whose artifacts are not a model.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -29,7 +33,8 @@ from stockops_model.deploy.local import SERVING_ALIAS, LocalTarget, server_url
 from stockops_model.errors import ExitCode, ServiceUnavailableError
 from stockops_model.spec import LocalServingSpec, RolloutSpec
 from stockops_model.testing import MlflowServer
-from stockops_model.testing.ports import pick_free_port
+from stockops_model.testing.ports import LOOPBACK, pick_free_port
+from stockops_model.testing.processes import ServiceProcess
 
 POLICY = RolloutSpec.model_validate({"readinessTimeoutSeconds": 30})
 
@@ -347,3 +352,124 @@ spec:
     assert (line["serving_version"], line["succeeded"]) == ("3", True)
     assert line["endpoint_url"] == f"http://127.0.0.1:{port}/v1/predict"
     assert alias(registry, model_name) == "3"
+
+
+# --- the real scoring server -----------------------------------------------------------------
+
+DATA = Path(__file__).parents[3] / "data" / "bars-2018-1min"
+TICKERS = ("AMZN", "AXP")
+API_KEY = "deploy-test-key"
+
+
+def register_naive(tracking_uri: str, name: str) -> str:
+    """Register the naive forecast (a real, loadable pyfunc) as a new version; its number."""
+    import mlflow
+
+    from stockops_model import registry
+    from stockops_model.forecaster import NaiveForecaster
+    from stockops_model.loaders import load_bars
+
+    bars = load_bars(DATA, TICKERS)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(name)
+    with mlflow.start_run(run_name="naive"):
+        info = registry.log_forecaster(
+            NaiveForecaster(TICKERS, 1), bars, registered_model_name=name
+        )
+    return str(info.registered_model_version)
+
+
+@contextlib.contextmanager
+def real_server(tracking_uri: str, name: str, folder: Path) -> Iterator[str]:
+    """`stockops serve --model models:/NAME@serving` with an API key, on a free port; its URL."""
+    port = pick_free_port()
+    env = dict(os.environ, STOCKOPS_API_KEY=API_KEY)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    process = ServiceProcess(
+        "stockops-serve",
+        [
+            sys.executable,
+            "-c",
+            "import sys; from stockops_model.cli import main; sys.exit(main())",
+            "serve",
+            "--model",
+            f"models:/{name}@{SERVING_ALIAS}",
+            "--tracking-uri",
+            tracking_uri,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            # Only the deploy's reload moves it here, not the server's own poll.
+            "--poll-seconds",
+            "3600",
+        ],
+        folder / "serve.log",
+        env=env,
+        cwd=folder,
+    )
+    url = f"http://{LOOPBACK}:{port}"
+
+    def alive() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    process.start()
+    try:
+        process.wait_ready(alive, timeout=300.0, interval=0.5)
+        yield url
+    finally:
+        process.stop()
+
+
+@pytest.mark.slow
+def test_the_real_server_follows_rollouts_and_a_version_it_cannot_load_is_rolled_back(
+    registry: MlflowClient, mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    name = f"real-{uuid.uuid4().hex[:8]}"
+    first = register_naive(mlflow_server.tracking_uri, name)
+    second = register_naive(mlflow_server.tracking_uri, name)
+    experiment = registry.get_experiment_by_name(name)
+    assert experiment is not None
+    run = registry.create_run(experiment.experiment_id)
+    registry.log_text(run.info.run_id, "not a model", "model/README")
+    broken = registry.create_model_version(
+        name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+    ).version
+    policy = RolloutSpec.model_validate({"readinessTimeoutSeconds": 120})
+
+    with real_server(mlflow_server.tracking_uri, name, tmp_path) as url:
+        target = LocalTarget(registry, url, api_key=API_KEY)
+
+        assert target.rollout(Release(name, first, "unused"), policy).serving_version == first
+        result = target.rollout(Release(name, second, "unused"), policy)
+        assert (result.serving_version, result.previous_version) == (second, first)
+        # the swap is real: the server answers with the new version
+        bars = [
+            {
+                "symbol": s,
+                "ts": "2018-03-08T14:30:00Z",
+                "open": 10,
+                "high": 11,
+                "low": 9,
+                "close": 10.5,
+                "volume": 100,
+            }
+            for s in TICKERS
+        ]
+        answer = httpx.post(
+            f"{url}/v1/predict", json={"bars": bars}, headers={"X-API-Key": API_KEY}
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_version"] == second
+
+        with pytest.raises(RolloutFailedError) as failed:
+            target.rollout(Release(name, str(broken), "unused"), policy)
+
+        assert failed.value.result.rolled_back
+        assert failed.value.result.serving_version == second
+        assert f"cannot load version {broken}" in failed.value.result.message
+        assert alias(registry, name) == second
+        assert target.serving_version() == second
