@@ -293,13 +293,15 @@ class AzureMLTarget:
             code_dir=str(code),
         )
         log.info("creating deployment %s with 0%% traffic", name)
+
+        def create() -> None:
+            poller = self.ml_client.online_deployments.begin_create_or_update(deployment)
+            # The poller blocks until provisioning ends; bound it by the readiness timeout
+            # (it returns unfinished then, and the wait below reports the state).
+            poller.result(timeout=max(1.0, deadline - self.clock.monotonic()))
+
         try:
-            self._when_settled(
-                policy,
-                lambda: self.ml_client.online_deployments.begin_create_or_update(
-                    deployment
-                ).result(),
-            )
+            self._when_settled(policy, create)
         except HttpResponseError as exc:
             raise _RolloutStepError(f"deployment {name} failed: {_describe(exc)}") from exc
         found = self._wait_deployment(name, deadline)

@@ -21,7 +21,8 @@ of the service and of the SDK (azure-ai-ml 1.35, read in its source) that a roll
   answers through `scorer` (by default: the last close of each ticker, as JSON text).
 
 Every call is recorded in `calls`; the wire forms in `endpoint_wire` and `deployment_wire`.
-Failures are injected with `fail_provisioning`, `invoke_answers` and `refuse_traffic`.
+Failures are injected with `fail_provisioning`, `stuck_provisioning`, `invoke_answers` and
+`refuse_traffic`.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ class FakeMLClient:
         self.endpoint_wire: list[dict[str, Any]] = []
         self.deployment_wire: dict[str, dict[str, Any]] = {}
         self.fail_provisioning: set[str] = set()
+        self.stuck_provisioning: set[str] = set()  # these stay Creating forever
         self.invoke_answers: dict[str, str | Exception] = {}
         self.refuse_traffic: Callable[[dict[str, int]], bool] = lambda traffic: False
         self.endpoints: dict[str, _Endpoint] = {}
@@ -340,6 +342,7 @@ class _FakeOnlineDeployments:
         client._refuse_if_busy(endpoint, f"create deployment {name}")
         client.deployment_wire[name] = wire
         final = "Failed" if name in client.fail_provisioning else "Succeeded"
+        final = "Creating" if name in client.stuck_provisioning else final
         client.deployments[(endpoint, name)] = _Deployment(
             copy.deepcopy(deployment), _States(final, ["Creating"] * client.busy_polls)
         )

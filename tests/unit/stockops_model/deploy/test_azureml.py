@@ -389,6 +389,24 @@ def test_provisioning_failure_rolls_back_and_deletes_the_new_deployment(
     assert calls_of(fake, "online_endpoints.invoke")[-1].endswith(V1)  # V2 never smoke-tested
 
 
+def test_a_deployment_still_creating_at_the_readiness_timeout_is_rolled_back(
+    registry: str, fake: Any, clock: FakeClock
+) -> None:
+    deploy = target(fake, clock)
+    deploy.rollout(release(registry, "1"), policy())
+    fake.stuck_provisioning.add(V2)
+    started = clock.now
+
+    with pytest.raises(RolloutFailedError) as failure:
+        deploy.rollout(release(registry, "2"), policy(readinessTimeoutSeconds=600))
+
+    assert failure.value.result.rolled_back
+    assert "timeout" in failure.value.result.message
+    assert 600 <= clock.now - started < 700  # gave up at the timeout, not before or long after
+    assert fake.deployment_names(ENDPOINT) == [V1]
+    assert fake.traffic(ENDPOINT) == {V1: 100}
+
+
 def test_smoke_test_failure_rolls_back_before_any_traffic_moves(
     registry: str, fake: Any, clock: FakeClock
 ) -> None:
