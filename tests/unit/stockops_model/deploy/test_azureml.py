@@ -425,6 +425,17 @@ def test_smoke_test_failure_rolls_back_before_any_traffic_moves(
     assert fake.traffic(ENDPOINT) == {V1: 100}
 
 
+def test_a_smoke_answer_encoded_twice_is_read(registry: str, fake: Any, clock: FakeClock) -> None:
+    # The inference server JSON-encodes run()'s value; a script returning a JSON string
+    # reaches the client as a JSON string of JSON.
+    request = {"bars": [{"symbol": s, "ts": "t", "close": 1.0} for s in TICKERS]}
+    fake.invoke_answers[V1] = json.dumps(fake_mlclient.last_close_scorer(V1, request))
+
+    result = target(fake, clock).rollout(release(registry, "1"), policy())
+
+    assert result.succeeded
+
+
 def test_smoke_test_http_error_rolls_back(registry: str, fake: Any, clock: FakeClock) -> None:
     deploy = target(fake, clock)
     deploy.rollout(release(registry, "1"), policy())
