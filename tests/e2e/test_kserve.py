@@ -21,7 +21,7 @@ import pytest
 from kubernetes import client
 
 from stockops_model import cli
-from stockops_model.deploy.kserve import (
+from stockops_model.deploy.kserve_manifests import (
     ANNOTATION_PREVIOUS,
     ANNOTATION_VERSION,
     GROUP,

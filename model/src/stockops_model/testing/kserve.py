@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import yaml
 
-from stockops_model.deploy.kserve import ANNOTATION_VERSION, GROUP, PLURAL, VERSION
+from stockops_model.deploy.kserve_manifests import ANNOTATION_VERSION, GROUP, PLURAL, VERSION
 
 if TYPE_CHECKING:
     from stockops_model.testing.kube import KubeCluster

@@ -14,13 +14,12 @@ from typing import Any
 import pytest
 
 from stockops_model.deploy.base import Release, RolloutFailedError
-from stockops_model.deploy.kserve import (
+from stockops_model.deploy.kserve import KServeTarget, workload_image
+from stockops_model.deploy.kserve_manifests import (
     ANNOTATION_PREVIOUS,
     ANNOTATION_VERSION,
-    KServeTarget,
     PredictorState,
     build_inference_service,
-    workload_image,
 )
 from stockops_model.errors import SpecError
 from stockops_model.spec import RolloutSpec, StockModel, parse_resource
@@ -380,3 +379,21 @@ def test_an_inference_service_stockops_did_not_create_is_not_touched() -> None:
     with pytest.raises(SpecError, match="not one stockops manages"):
         rig.target.rollout(release("2"), POLICY)
     assert len(rig.api.applied) == applied
+
+
+def test_a_rollout_of_the_spec_s_own_version_waits_for_it_instead_of_a_canary() -> None:
+    rig = Rig()
+    rig.target.rollout(release("1"), POLICY)
+    rig.target.rollout(release("2"), POLICY)
+    isvc = rig.api.objects[("markets", "spy-lstm")]
+    # its pods stopped answering: KServe says Ready=False for the rolled-out revision
+    rig.kserve.behaviours["2"] = "fail"
+    isvc["spec"]["predictor"]["minReplicas"] = 2  # a new revision of version 2, which fails
+    applied = len(rig.api.applied)
+
+    with pytest.raises(RolloutFailedError) as failed:
+        rig.target.rollout(release("2"), POLICY)
+
+    assert len(rig.api.applied) == applied  # no canary of a version over itself
+    assert not failed.value.result.rolled_back
+    assert "already the InferenceService's spec" in failed.value.result.message
