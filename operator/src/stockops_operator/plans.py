@@ -26,6 +26,7 @@ from stockops_model.spec import (
     StockModelSpec,
     describe_spec_error,
 )
+from stockops_model.timing import Timing
 from stockops_operator import status as st
 from stockops_operator.builders import (
     ANNOTATION_RUN_NOW,
@@ -37,7 +38,6 @@ from stockops_operator.builders import (
     spec_hash,
 )
 from stockops_operator.schedules import (
-    Timing,
     deploy_job_name,
     format_time,
     manual_job_name,

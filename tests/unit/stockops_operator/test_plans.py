@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from stockops_model.spec import RetrainScheduleSpec, StockModelSpec
+from stockops_model.timing import CronTiming
 from stockops_operator import plans
 from stockops_operator.builders import (
     ANNOTATION_RUN_NOW,
@@ -17,7 +18,6 @@ from stockops_operator.builders import (
     build_spec_configmap,
 )
 from stockops_operator.schedules import (
-    CronTiming,
     format_time,
     manual_job_name,
     scheduled_job_name,

@@ -11,11 +11,9 @@ from hypothesis import strategies as hs
 
 from stockops_model.errors import SpecError
 from stockops_model.spec import RetrainScheduleSpec
+from stockops_model.timing import CronTiming, IntervalTiming, build_timing
 from stockops_operator.schedules import (
     MAX_NAME,
-    CronTiming,
-    IntervalTiming,
-    build_timing,
     deploy_job_name,
     format_time,
     manual_job_name,

@@ -42,12 +42,13 @@ from stockops_model.spec import (
     StockModelSpec,
     describe_spec_error,
 )
+from stockops_model.timing import build_timing
 from stockops_operator import appliers, builders, metrics, plans, status
 from stockops_operator.handlers.outcomes import reconciling
 from stockops_operator.handlers.stockmodels import record_training
 from stockops_operator.kubeapi import CONFIGMAPS, RETRAINSCHEDULES, STOCKMODELS
 from stockops_operator.runtime import Runtime
-from stockops_operator.schedules import build_timing, parse_time
+from stockops_operator.schedules import parse_time
 
 KIND = "RetrainSchedule"
 Logger = logging.Logger | logging.LoggerAdapter[Any]
