@@ -60,6 +60,16 @@ def server_url(settings: LocalServingSpec) -> str:
     return f"http://{host}:{settings.port}"
 
 
+def _error_message(reply: httpx.Response) -> str | None:
+    """The `error.message` of the server's error body, if it has one."""
+    try:
+        error = reply.json().get("error") or {}
+    except ValueError:
+        return None
+    message = error.get("message") if isinstance(error, dict) else None
+    return f"{reply.status_code}: {message}" if message else None
+
+
 class _NotServingError(Exception):
     """The server did not come to serve the new version (internal)."""
 
@@ -84,6 +94,7 @@ class LocalTarget:
         self.clock = clock or SystemClock()
         self.poll_seconds = poll_seconds
         headers = {"X-API-Key": api_key} if api_key else {}
+        self._not_loaded = "no model loaded (503)"  # what the last 503 said
         self.http = httpx.Client(
             base_url=self.base_url,
             headers=headers,
@@ -118,6 +129,7 @@ class LocalTarget:
         """GET /v1/models: the loaded model, None while none is (503)."""
         reply = self.http.get("/v1/models")
         if reply.status_code == 503:
+            self._not_loaded = _error_message(reply) or "no model loaded (503)"
             return None
         reply.raise_for_status()
         body: dict[str, Any] = reply.json()
@@ -197,7 +209,7 @@ class LocalTarget:
             try:
                 loaded = self._loaded()
                 if loaded is None:
-                    last = "no model loaded (503)"
+                    last = self._not_loaded
                 elif str(loaded.get("version")) != release.version:
                     last = f"version {loaded.get('version')} loaded"
                     if loaded.get("last_reload_error"):

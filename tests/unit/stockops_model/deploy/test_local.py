@@ -442,6 +442,13 @@ def test_the_real_server_follows_rollouts_and_a_version_it_cannot_load_is_rolled
 
     with real_server(mlflow_server.tracking_uri, name, tmp_path) as url:
         target = LocalTarget(registry, url, api_key=API_KEY)
+        # nothing loaded yet, and the version cannot be: the timeout quotes the server's 503
+        quick = RolloutSpec.model_validate({"readinessTimeoutSeconds": 10})
+        with pytest.raises(RolloutFailedError) as never:
+            target.rollout(Release(name, str(broken), "unused"), quick)
+        assert never.value.result.rolled_back
+        assert f"cannot load version {broken}" in never.value.result.message
+        assert alias(registry, name) is None
 
         assert target.rollout(Release(name, first, "unused"), policy).serving_version == first
         result = target.rollout(Release(name, second, "unused"), policy)
