@@ -9,7 +9,9 @@ the same request and answer as the server's `POST /v1/predict`:
   (at least the model's `min_bars` bars per ticker, in time order, `ts` ISO 8601);
 - answer: ``{"model_name", "model_version", "forecasts": [{"symbol", "ts", "forecast_close",
   "horizon"}]}``;
-- bad input: ``{"error": {"reason", "message", "field"}}`` naming what is wrong.
+- bad input: ``{"error": {"reason", "message", "field"}}`` with the server's reason slugs
+  (`invalid_json`, `no_bars`, `invalid_price`, `too_few_bars`, `unknown_ticker`, ...); the
+  message names the field, `field` holds its path where the script itself found it.
 
 `init()` loads the model from `AZUREML_MODEL_DIR`, the folder Azure ML mounts the registered
 model into (for an mlflow_model asset the MLflow folder sits one or two levels below it; the
@@ -84,18 +86,24 @@ def run(raw: str | bytes | dict[str, Any]) -> Any:
         return _respond(_error("not_ready", "the model is not loaded: init() has not run"), 503)
     try:
         bars = _read_bars(raw)
-    except ValueError as exc:
-        field = "bars" if "bars" in str(exc) else None
-        return _respond(_error("invalid_request", str(exc), field), 400)
-    try:
         frame = _model.predict(_frame(bars))
+    except _RequestError as exc:
+        return _respond(_error(exc.reason, str(exc), exc.field), 422)
     except Exception as exc:
-        # Input errors name the field; anything else is our fault and must stay a 500.
-        if type(exc).__name__ in INPUT_ERROR_NAMES:
-            message = str(exc)
-            return _respond(_error("invalid_bars", message, _field_of(message)), 422)
-        raise
+        # Bad input, seen by the forecaster or by MLflow's schema check, is a 422 with the
+        # message; anything else is our fault and must stay a 500.
+        if not _is_input_error(exc):
+            raise
+        message = str(exc)
+        return _respond(_error(_reason_of(message), message), 422)
     return {**_identity, "forecasts": _forecasts(frame)}
+
+
+class _RequestError(ValueError):
+    def __init__(self, message: str, reason: str, field: str | None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
 
 
 def _read_bars(raw: str | bytes | dict[str, Any]) -> list[dict[str, Any]]:
@@ -105,15 +113,18 @@ def _read_bars(raw: str | bytes | dict[str, Any]) -> list[dict[str, Any]]:
         try:
             body = json.loads(raw)
         except (TypeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"the request body is not JSON: {exc}") from None
-    if not isinstance(body, dict) or not isinstance(body.get("bars"), list):
-        raise ValueError('the request must be a JSON object {"bars": [...]}')
-    bars: list[dict[str, Any]] = body["bars"]
+            raise _RequestError(f"body: not valid JSON: {exc}", "invalid_json", None) from None
+    if not isinstance(body, dict):
+        raise _RequestError('body: must be a JSON object {"bars": [...]}', "invalid_shape", None)
+    bars = body.get("bars")
+    if not isinstance(bars, list):
+        raise _RequestError("bars: missing, or not a list of bar objects", "invalid_shape", "bars")
     if not bars:
-        raise ValueError("bars: empty; send at least the model's min_bars bars per ticker")
+        raise _RequestError("bars: no bars; send at least min_bars per ticker", "no_bars", "bars")
     for index, bar in enumerate(bars):
         if not isinstance(bar, dict):
-            raise ValueError(f"bars[{index}]: must be an object with symbol, ts and prices")
+            field = f"bars[{index}]"
+            raise _RequestError(f"{field}: must be a bar object", "invalid_shape", field)
     return bars
 
 
@@ -139,12 +150,37 @@ def _forecasts(frame: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _field_of(message: str) -> str | None:
-    # The forecaster's messages start with the field name: "close: 1 value(s) not ...".
-    head, sep, _ = message.partition(":")
-    if sep and head.isidentifier():
-        return f"bars[].{head}"
-    return None
+def _is_input_error(exc: Exception) -> bool:
+    if type(exc).__name__ in INPUT_ERROR_NAMES:
+        return True
+    # MLflow's schema enforcement (a missing column, a value of the wrong type).
+    return type(exc).__name__ == "MlflowException" and getattr(exc, "error_code", "") in (
+        "INVALID_PARAMETER_VALUE",
+        "BAD_REQUEST",
+    )
+
+
+def _reason_of(message: str) -> str:
+    """The scoring server's reason slug for a forecaster message ("close: 1 value(s) ...")."""
+    head = message.partition(":")[0].strip()
+    text = message.lower()
+    if head in ("open", "high", "low", "close"):
+        return "invalid_price"
+    if head == "volume":
+        return "invalid_volume"
+    if head == "symbol" and "unknown" in text:
+        return "unknown_ticker"
+    if head == "ts":
+        if "need at least" in text:
+            return "too_few_bars"
+        if "repeated" in text:
+            return "duplicate_timestamp"
+        if "time order" in text:
+            return "unsorted_timestamps"
+        return "invalid_timestamp"
+    if "lack column" in text or "missing inputs" in text:
+        return "missing_field"
+    return "invalid_input"
 
 
 def _error(reason: str, message: str, field: str | None = None) -> dict[str, Any]:

@@ -123,9 +123,9 @@ def test_bad_price_is_an_error_body_naming_the_field(loaded: None, bars: pd.Data
 
     answer = score.run(body(broken))
 
-    assert answer["error"]["reason"] == "invalid_bars"
-    assert answer["error"]["field"] == "bars[].close"
-    assert "close" in answer["error"]["message"]
+    assert answer["error"]["reason"] == "invalid_price"  # the scoring server's slug
+    assert answer["error"]["message"].startswith("close:")
+    assert "-1.0" in answer["error"]["message"]
 
 
 def test_unknown_ticker_is_an_error_body(loaded: None, bars: pd.DataFrame) -> None:
@@ -133,24 +133,41 @@ def test_unknown_ticker_is_an_error_body(loaded: None, bars: pd.DataFrame) -> No
 
     answer = score.run(body(other))
 
-    assert answer["error"]["reason"] == "invalid_bars"
+    assert answer["error"]["reason"] == "unknown_ticker"
     assert "ZZZZ" in answer["error"]["message"]
 
 
+def test_unsorted_bars_are_an_error_body(loaded: None, bars: pd.DataFrame) -> None:
+    answer = score.run(body(bars.iloc[::-1]))
+
+    assert answer["error"]["reason"] == "unsorted_timestamps"
+
+
+def test_a_bar_without_a_column_is_an_error_body(loaded: None, bars: pd.DataFrame) -> None:
+    answer = score.run(body(bars.drop(columns=["volume"])))
+
+    assert answer["error"]["reason"] == "missing_field"
+    assert "volume" in answer["error"]["message"]
+
+
 @pytest.mark.parametrize(
-    ("raw", "words"),
+    ("raw", "reason", "field"),
     [
-        ("not json", "not JSON"),
-        ('{"rows": []}', '{"bars"'),
-        ('{"bars": []}', "empty"),
-        ("[1]", "{"),
+        ("not json", "invalid_json", None),
+        ('{"rows": []}', "invalid_shape", "bars"),
+        ('{"bars": []}', "no_bars", "bars"),
+        ("[1]", "invalid_shape", None),
+        ('{"bars": [1]}', "invalid_shape", "bars[0]"),
     ],
 )
-def test_malformed_requests_are_error_bodies(loaded: None, raw: str, words: str) -> None:
+def test_malformed_requests_are_error_bodies(
+    loaded: None, raw: str, reason: str, field: str | None
+) -> None:
     answer = score.run(raw)
 
-    assert answer["error"]["reason"] == "invalid_request"
-    assert words in answer["error"]["message"]
+    assert answer["error"]["reason"] == reason
+    assert answer["error"]["field"] == field
+    assert answer["error"]["message"]
 
 
 def test_run_before_init_says_the_model_is_not_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
