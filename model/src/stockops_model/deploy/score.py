@@ -142,7 +142,10 @@ def _forecasts(frame: Any) -> list[dict[str, Any]]:
         out.append(
             {
                 "symbol": str(row["symbol"]),
-                "ts": ts.isoformat() if hasattr(ts, "isoformat") else str(ts),
+                # As stockops serve writes it: UTC with a Z.
+                "ts": ts.isoformat().replace("+00:00", "Z")
+                if hasattr(ts, "isoformat")
+                else str(ts),
                 "forecast_close": value if math.isfinite(value) else None,
                 "horizon": int(row["horizon"]),
             }

@@ -92,7 +92,7 @@ def test_run_forecasts_the_last_close_per_ticker(loaded: None, bars: pd.DataFram
     for forecast in answer["forecasts"]:
         assert forecast["forecast_close"] == pytest.approx(last.loc[forecast["symbol"], "close"])
         assert forecast["horizon"] == 1
-        assert pd.Timestamp(forecast["ts"]) == last.loc[forecast["symbol"], "ts"]
+        assert forecast["ts"] == last.loc[forecast["symbol"], "ts"].strftime("%Y-%m-%dT%H:%M:%SZ")
     json.dumps(answer)  # the inference server must be able to serialise it
 
 
