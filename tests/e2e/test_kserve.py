@@ -216,3 +216,28 @@ def test_a_version_that_does_not_get_ready_is_rolled_back_in_the_object(
     ]
     assert PredictorState.of(isvc).ready == "True"
     assert kserve.specs_seen.index(("3", 10)) < kserve.specs_seen.index(("2", None), 1)
+
+
+def test_a_deployer_without_rights_changes_nothing_and_is_told_which_it_needs(
+    kube_cluster: KubeCluster,
+    namespace: str,
+    kserve_crd: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    nobody = kube_cluster.kubeconfig_for_service_account(namespace, "nobody")
+    manifest = tmp_path / "stockmodel.yaml"
+    manifest.write_text(MANIFEST.format(name=MODEL, namespace=namespace, tracking=TRACKING))
+    monkeypatch.setenv("KUBECONFIG", str(nobody))
+    monkeypatch.setenv("STOCKOPS_WORKLOAD_IMAGE", IMAGE)
+    errors = io.StringIO()
+
+    with contextlib.redirect_stderr(errors):
+        code = cli.main(["deploy", "-f", str(manifest), "--version", "1"])
+
+    assert code == ExitCode.UNAVAILABLE
+    assert "needs get, create and patch" in errors.getvalue()
+    listed = client.CustomObjectsApi(kube_cluster.api_client()).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL
+    )
+    assert cast("dict[str, Any]", listed)["items"] == []

@@ -96,7 +96,7 @@ class KubeInferenceServices:
     def __init__(self, api_client: Any) -> None:
         from kubernetes import client
 
-        self._api = client.CustomObjectsApi(api_client)
+        self._api: Any = client.CustomObjectsApi(api_client)
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -8,20 +8,21 @@ API server in tests/e2e/test_kserve.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from stockops_model.deploy.base import Release, RolloutFailedError
-from stockops_model.deploy.kserve import KServeTarget, workload_image
+from stockops_model.deploy.kserve import KServeTarget, KubeInferenceServices, workload_image
 from stockops_model.deploy.kserve_manifests import (
     ANNOTATION_PREVIOUS,
     ANNOTATION_VERSION,
     PredictorState,
     build_inference_service,
 )
-from stockops_model.errors import SpecError
+from stockops_model.errors import ServiceUnavailableError, SpecError
 from stockops_model.spec import RolloutSpec, StockModel, parse_resource
 from stockops_model.testing.kserve import (
     Behaviour,
@@ -397,3 +398,51 @@ def test_a_rollout_of_the_spec_s_own_version_waits_for_it_instead_of_a_canary() 
     assert len(rig.api.applied) == applied  # no canary of a version over itself
     assert not failed.value.result.rolled_back
     assert "already the InferenceService's spec" in failed.value.result.message
+
+
+class FakeApiError(Exception):
+    """A fake of the kubernetes client's ApiException: a status and the server's JSON body."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"({status})")
+        self.status = status
+        self.body = json.dumps(body)
+
+
+class FakeCustomObjectsApi:
+    """A fake CustomObjectsApi that answers every call with one error."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def get_namespaced_custom_object(self, *args: Any) -> object:
+        raise self.error
+
+    def patch_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> object:
+        raise self.error
+
+
+def services_failing_with(error: Exception) -> KubeInferenceServices:
+    services = KubeInferenceServices(api_client=None)
+    services._api = FakeCustomObjectsApi(error)
+    return services
+
+
+def test_a_missing_object_reads_as_none_but_a_missing_crd_says_kserve_is_absent() -> None:
+    missing = FakeApiError(404, {"reason": "NotFound", "details": {"name": "spy-lstm"}})
+    no_crd = FakeApiError(404, {"reason": "NotFound", "details": {}})
+
+    assert services_failing_with(missing).get("markets", "spy-lstm") is None
+    with pytest.raises(ServiceUnavailableError, match="is KServe"):
+        services_failing_with(no_crd).get("markets", "spy-lstm")
+
+
+def test_api_refusals_map_to_a_bad_spec_or_an_unavailable_dependency() -> None:
+    manifest = build_inference_service(stockmodel(), release("1"), image=IMAGE)
+
+    with pytest.raises(SpecError, match="refused the manifest"):
+        services_failing_with(FakeApiError(422, {"reason": "Invalid"})).apply(manifest)
+    with pytest.raises(ServiceUnavailableError, match="get, create and patch"):
+        services_failing_with(FakeApiError(403, {"reason": "Forbidden"})).apply(manifest)
+    with pytest.raises(ServiceUnavailableError):
+        services_failing_with(ConnectionError("refused")).apply(manifest)
