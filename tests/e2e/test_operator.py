@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -847,8 +848,43 @@ def test_feed_and_sink_run_from_the_stockmodel_and_land_bars(
     assert fake.errors == []
 
 
+@pytest.fixture
+def local_server(
+    namespace: str, mlflow_server: Any, tmp_path: Path
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """`stockops serve` following the `serving` alias of `fc-<namespace>`, as the local
+    target expects it (started before any model exists: it polls until one is deployed)."""
+    port = pick_free_port()
+    command = [
+        str(Path(sys.executable).with_name("stockops")),
+        "serve",
+        "--model",
+        f"models:/fc-{namespace}@serving",
+        "--tracking-uri",
+        mlflow_server.tracking_uri,
+        "--port",
+        str(port),
+        "--poll-seconds",
+        "5",
+        "--store",
+        (tmp_path / "store").as_uri(),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "STOCKOPS_API_KEY"}
+    with (tmp_path / "serve.log").open("ab") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    yield port, process
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
 @pytest.mark.mlflow
-def test_retrain_from_landed_bars_records_the_gate_decision_and_launches_a_deploy(
+def test_the_whole_loop_from_replayed_bars_to_a_served_forecast(
     kube_cluster: KubeCluster,
     namespace: str,
     admin: Any,
@@ -857,12 +893,16 @@ def test_retrain_from_landed_bars_records_the_gate_decision_and_launches_a_deplo
     mlflow_server: Any,
     tmp_path: Path,
     eventually: Any,
+    local_server: tuple[int, subprocess.Popen[bytes]],
 ) -> None:
     # feed -> Kafka -> sink -> store, then a real `stockops train` run started by hand: the
     # naive forecast is registered as the first champion, a challenger is trained and
     # gated, and the decision with its metrics beside the naive forecast's lands in status.
-    # The production version then differs from the serving one, so a deploy Job is launched.
+    # The production version then differs from the serving one, so a deploy Job rolls it out
+    # to the local scoring server; status and Events tell the story, and the endpoint answers.
     store = tmp_path / "store"
+    model_name = f"fc-{namespace}"
+    port, serve_process = local_server
     model = stockmodel("demo")
     model["spec"].update(
         tickers=["AMZN", "AXP"],
@@ -874,7 +914,12 @@ def test_retrain_from_landed_bars_records_the_gate_decision_and_launches_a_deplo
         },
         storage={"path": str(store)},
         training={"epochs": 2, "batchSize": 256},
-        mlflow={"trackingUri": mlflow_server.tracking_uri, "modelName": f"fc-{namespace}"},
+        mlflow={"trackingUri": mlflow_server.tracking_uri, "modelName": model_name},
+        serving={
+            "target": "local",
+            "local": {"port": port},
+            "rollout": {"readinessTimeoutSeconds": 300},
+        },
     )
     fake = FakeKubelet(
         kubeconfig=kube_cluster.admin_kubeconfig(), namespace=namespace, work_dir=tmp_path / "pods"
@@ -933,7 +978,52 @@ def test_retrain_from_landed_bars_records_the_gate_decision_and_launches_a_deplo
             timeout=120,
             what=f"a deploy Job of the production version {production}",
         )
+
+        def deployed() -> dict[str, Any] | None:
+            status = get(admin, namespace, "stockmodels", "demo").get("status") or {}
+            ready = {c["type"]: c["status"] for c in status.get("conditions") or []}
+            if status.get("servingVersion") != production or ready.get("Ready") != "True":
+                return None
+            return status
+
+        status = eventually(deployed, timeout=300, what=f"version {production} deployed, Ready")
+        assert status["endpointUrl"] == f"http://127.0.0.1:{port}/v1/predict"
+        rollout = status["lastRollout"]
+        assert rollout["outcome"] == "Succeeded", rollout
+        assert rollout["target"] == "local"
+        assert rollout["servingVersion"] == production
+        assert rollout["traffic"] == {production: 100}
+        conditions = {c["type"]: c for c in status["conditions"]}
+        assert conditions["Deployed"]["reason"] == "Serving"
+        assert all(conditions[t]["status"] == "True" for t in ("Ingesting", "ModelAvailable"))
+        assert {c["observedGeneration"] for c in status["conditions"]} == {
+            get(admin, namespace, "stockmodels", "demo")["metadata"]["generation"]
+        }
+        told = events(admin, namespace, "demo")
+        for reason in ("DeployStarted", "Serving", "Ready"):
+            assert reason in told, told
+
+        # The endpoint in status answers with the version the operator says is serving.
+        answer = httpx.post(
+            status["endpointUrl"], json={"bars": recent_bars("AMZN", 300)}, timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_version"] == production
+        assert [f["symbol"] for f in answer.json()["forecasts"]] == ["AMZN"]
+    assert serve_process.poll() is None, (tmp_path / "serve.log").read_text()[-4000:]
     assert fake.errors == []
+
+
+def recent_bars(symbol: str, count: int) -> list[dict[str, Any]]:
+    """The last `count` bars of a ticker in tests/data, as POST /v1/predict takes them."""
+    from stockops_model.loaders import load_bars
+
+    bars = load_bars(ROOT / "tests" / "data" / "bars-2018-1min", symbols=(symbol,)).tail(count)
+    wire = bars.assign(symbol=symbol, ts=[t.isoformat() for t in bars["ts"]])
+    columns = ["symbol", "ts", "open", "high", "low", "close", "volume"]
+    return [
+        dict(zip(columns, row, strict=True)) for row in wire.loc[:, columns].to_numpy().tolist()
+    ]
 
 
 def test_two_replicas_in_one_peering_never_both_act(
