@@ -14,7 +14,10 @@ Rollout of version V (`KServeTarget.rollout`):
 
 - nothing deployed yet (or nothing ever rolled out): apply V and wait for Ready with all
   traffic on its revision (canary steps need a previous revision to split with);
-- V already takes all traffic and is Ready: nothing changes;
+- V already takes all traffic and is Ready: nothing changes; V is the spec but not Ready: wait
+  for it (no canary of a version over itself, nothing to roll back to);
+- an InferenceService without the `stockops.io/model-version` annotation is not stockops'
+  own: `SpecError`, nothing is touched;
 - otherwise, for each of `canarySteps` below 100: apply V with `canaryTrafficPercent` = step,
   wait until Ready and `status.components.predictor.traffic` gives the new revision exactly
   that share, then observe `stepWaitSeconds` (still Ready); finally drop canaryTrafficPercent
@@ -51,6 +54,7 @@ from stockops_model.deploy.base import (
     SystemClock,
 )
 from stockops_model.deploy.kserve_manifests import (
+    ANNOTATION_PREVIOUS,
     ANNOTATION_VERSION,
     GROUP,
     MANAGED_BY,
@@ -220,6 +224,11 @@ class KServeTarget:
     def rollout(self, release: Release, policy: RolloutSpec) -> RolloutResult:
         live = self.api.get(self.namespace, self.isvc_name)
         state = None if live is None else PredictorState.of(live)
+        if state is not None and state.version is None:
+            raise SpecError(
+                f"InferenceService {self.namespace}/{self.isvc_name} has no {ANNOTATION_VERSION} "
+                "annotation: it is not one stockops manages; delete it or rename the StockModel"
+            )
         if state is None or state.latest_rolled_out is None:
             return self._deploy_direct(release, policy, state)
         if (
@@ -308,9 +317,8 @@ class KServeTarget:
         previous = state.stable_version
         if previous is None:
             raise SpecError(
-                f"InferenceService {self.namespace}/{self.isvc_name} has no {ANNOTATION_VERSION} "
-                "annotation (or a canary without its previous version): not one stockops "
-                "manages; delete it or give the StockModel another name"
+                f"InferenceService {self.namespace}/{self.isvc_name} is in a canary without "
+                f"the {ANNOTATION_PREVIOUS} annotation: it is not one stockops manages"
             )
         if state.canary_percent is None:
             previous_predictor: dict[str, Any] = dict(live["spec"]["predictor"])
