@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 from typing import TYPE_CHECKING
 
 from stockops_model.errors import ExitCode, SettingsError
@@ -125,7 +126,17 @@ def run(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=10,
         )
     )
-    server.run()
+    # uvicorn shuts down gracefully on SIGTERM and then raises the signal again to the
+    # handler that was installed before it; this one notes it, so a pod stopped by
+    # Kubernetes exits 0 after draining instead of dying of the re-raised signal.
+    stopped: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda sig, _: stopped.append(sig))
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if stopped:
+        log.info("stopped by SIGTERM after a graceful shutdown")
     return int(ExitCode.OK)
 
 
