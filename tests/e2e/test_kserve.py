@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 from kubernetes import client
 
 from stockops_model import cli
+from stockops_model.deploy.base import Release
 from stockops_model.deploy.kserve_manifests import (
     ANNOTATION_PREVIOUS,
     ANNOTATION_VERSION,
@@ -28,8 +30,10 @@ from stockops_model.deploy.kserve_manifests import (
     PLURAL,
     VERSION,
     PredictorState,
+    build_predictor,
 )
 from stockops_model.errors import ExitCode
+from stockops_model.spec import StockModel, parse_resource
 from stockops_model.testing.kserve import (
     Behaviour,
     FakeKServe,
@@ -163,9 +167,13 @@ def test_a_new_version_goes_through_the_canary_steps_to_all_traffic(
     assert "models:/spy-forecaster/2" in predictor_args(isvc)
     assert isvc["metadata"]["annotations"][ANNOTATION_PREVIOUS] == "1"
     assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
-    container = isvc["spec"]["predictor"]["containers"][0]
-    assert container["image"] == IMAGE
-    assert {"name": "MLFLOW_TRACKING_URI", "value": TRACKING} in container["env"]
+    # the API server kept every field written: none unknown to KServe's schema was pruned
+    model = parse_resource(
+        yaml.safe_load(MANIFEST.format(name=MODEL, namespace=namespace, tracking=TRACKING))
+    )
+    assert isinstance(model, StockModel)
+    built = build_predictor(model, Release("spy-forecaster", "2", TRACKING), image=IMAGE)
+    assert isvc["spec"]["predictor"] == built
     state = PredictorState.of(isvc)
     assert state.traffic == {f"{MODEL}-predictor-00002": 100}
     component = isvc["status"]["components"]["predictor"]
