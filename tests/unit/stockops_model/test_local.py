@@ -1,4 +1,5 @@
-"""`stockops up` lands every replayed bar exactly once in the local Blob-layout store."""
+"""`stockops up`: every replayed bar lands exactly once in the local Blob-layout store, and a
+whole cycle trains, gates, registers and serves a model on this machine."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from stockops_model.cli import main
+from stockops_model.errors import SpecError
 from stockops_model.loaders import load_bars
 from stockops_model.store import read_bars
+from stockops_model.testing.ports import pick_free_port
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -28,9 +32,9 @@ def test_up_replays_examples_into_the_store_exactly_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = _manifest(tmp_path)
-    assert main(["up", "-f", str(manifest)]) == 0
+    assert main(["up", "--data-only", "-f", str(manifest)]) == 0
     # Twice: a second run re-applies the same bars and must not duplicate any.
-    assert main(["up", "-f", str(manifest)]) == 0
+    assert main(["up", "--data-only", "-f", str(manifest)]) == 0
 
     source = load_bars(REPO / "examples/data", symbols=["SPY"], regular_hours=True)
     stored, lineage = read_bars(f"file://{tmp_path / 'store'}/bars", ["SPY"])
@@ -52,7 +56,7 @@ def test_up_on_embedded_defaults_needs_no_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = tmp_path / "store"
-    assert main(["up", "--store", f"file://{store}"]) == 0
+    assert main(["up", "--data-only", "--store", f"file://{store}"]) == 0
     stored, _ = read_bars(f"file://{store}", ["AAA", "BBB"])
     assert set(stored["symbol"]) == {"AAA", "BBB"}
     assert (stored.groupby("symbol").size() == 3 * 390).all()
@@ -67,3 +71,44 @@ def test_up_rejects_an_invalid_manifest_with_the_field(
     path.write_text(yaml.safe_dump(doc))
     assert main(["up", "-f", str(path)]) == 3
     assert "StockModel/demo spec.tickers" in capsys.readouterr().err
+
+
+def test_the_schedule_of_the_model_is_found_and_a_second_one_refused(tmp_path: Path) -> None:
+    from stockops_model.local import load_resources
+
+    model, schedule = load_resources(str(REPO / "examples/local"))
+    assert model.metadata.name == "demo"
+    assert schedule is not None
+    assert schedule.spec.interval == "15m"
+    twice = tmp_path / "manifests"
+    twice.mkdir()
+    (twice / "stockmodel.yaml").write_text((REPO / "examples/local/stockmodel.yaml").read_text())
+    doc = yaml.safe_load((REPO / "examples/local/retrainschedule.yaml").read_text())
+    for name in ("a", "b"):
+        doc["metadata"]["name"] = name
+        (twice / f"{name}.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecError, match="one RetrainSchedule per StockModel"):
+        load_resources(str(twice))
+
+
+@pytest.mark.slow
+def test_once_on_embedded_defaults_trains_gates_and_serves_the_production_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The embedded defaults keep MLflow and the bars under ./.stockops.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    port = pick_free_port()
+    assert main(["up", "--once", "--port", str(port)]) == 0
+
+    client = MlflowClient(f"sqlite:///{tmp_path / '.stockops' / 'mlflow.db'}")
+    production = client.get_model_version_by_alias("local-forecaster", "production")
+    serving = client.get_model_version_by_alias("local-forecaster", "serving")
+    assert serving.version == production.version
+    versions = client.search_model_versions("name='local-forecaster'")
+    assert len(versions) == 2  # the naive champion and one trained challenger
+    out = capsys.readouterr().out
+    assert "naive" in out
+    assert "rmse" in out
+    assert any(word in out for word in ("promoted", "kept"))
+    assert f"serving version {production.version}" in " ".join(out.split())
