@@ -4,7 +4,8 @@ One rollout of `models:/NAME/VERSION`:
 
 1. Download the MLflow model; register it in the workspace as an `mlflow_model` asset of
    the same name and version, and its serving environment (the model's conda.yaml plus Azure
-   ML's inference server, on `STOCKOPS_AZUREML_BASE_IMAGE`); existing versions are reused.
+   ML's inference server, on `spec.serving.azureml.baseImage` or `STOCKOPS_AZUREML_BASE_IMAGE`);
+   existing versions are reused.
 2. Create the managed or Kubernetes online endpoint (key auth) if it does not exist.
 3. Create the deployment `<model>-v<version>` with 0% traffic and wait for it to provision;
    an existing one of that version is reused if it succeeded, deleted and recreated if not.
@@ -525,16 +526,18 @@ def build_target(model: StockModel, tracking_uri: str) -> AzureMLTarget:
 
     Raises:
         SpecError: the model has no `spec.serving.azureml`.
-        SettingsError: `STOCKOPS_AZUREML_BASE_IMAGE` is not set.
+        SettingsError: neither `spec.serving.azureml.baseImage` nor
+            `STOCKOPS_AZUREML_BASE_IMAGE` names a base image.
     """
     spec = model.spec.serving.azureml
     if spec is None:
         raise SpecError("spec.serving.azureml: required for target azureml")
-    base_image = os.environ.get(BASE_IMAGE_ENV, "").strip()
+    base_image = spec.base_image or os.environ.get(BASE_IMAGE_ENV, "").strip()
     if not base_image:
         raise SettingsError(
-            f"{BASE_IMAGE_ENV}: set it to the base image of the serving environment, an image "
-            "with conda such as Azure ML's prebuilt minimal inference image for Python 3.11"
+            f"spec.serving.azureml.baseImage (or {BASE_IMAGE_ENV}): set the base image of the "
+            "serving environment, an image with conda such as Azure ML's prebuilt minimal "
+            "inference image for Python 3.11"
         )
     from azure.ai.ml import MLClient
     from azure.identity import DefaultAzureCredential

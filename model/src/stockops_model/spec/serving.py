@@ -71,6 +71,14 @@ class AzureMLSpec(SpecModel):
         description="VM size or instance type.",
     )
     instance_count: int = Field(default=1, ge=1, le=100, description="Instances per deployment.")
+    base_image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Base image of the serving environment (with conda), e.g. Azure ML's "
+        "minimal Python 3.11 inference image mirrored into your registry; defaults to the "
+        "deploy Job's STOCKOPS_AZUREML_BASE_IMAGE.",
+    )
 
     @model_validator(mode="after")
     def _compute_for_kubernetes(self) -> Self:

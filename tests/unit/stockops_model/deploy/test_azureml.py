@@ -9,6 +9,7 @@ SDK's own serialised wire form. A `FakeClock` makes every wait instant and count
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -652,6 +653,14 @@ def test_build_target_connects_to_the_spec_workspace(monkeypatch: pytest.MonkeyP
     assert built.base_image == IMAGE
     assert built.ml_client.workspace_name == "mlw-stockops"
     assert built.ml_client.resource_group_name == "rg-stockops"
+
+
+def test_the_spec_base_image_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BASE_IMAGE_ENV, "from-env:1")
+    manifest = copy.deepcopy(STOCKMODEL)
+    manifest["spec"]["serving"]["azureml"]["baseImage"] = IMAGE
+    built = build_target(StockModel.model_validate(manifest), "http://mlflow:5000")
+    assert built.base_image == IMAGE
 
 
 def test_build_target_needs_the_base_image(monkeypatch: pytest.MonkeyPatch) -> None:
