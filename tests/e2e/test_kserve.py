@@ -106,8 +106,9 @@ def fake_kserve(
     cluster: KubeCluster, namespace: str, behaviours: Mapping[str, Behaviour] | None = None
 ) -> Iterator[FakeKServe]:
     kserve = FakeKServe(behaviours)
-    with FakeKServeController(cluster.api_client(), namespace, kserve):
+    with FakeKServeController(cluster.api_client(), namespace, kserve) as controller:
         yield kserve
+    assert controller.errors == [], "the fake KServe controller failed to write a status"
 
 
 def deploy(
