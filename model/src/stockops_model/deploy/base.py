@@ -21,12 +21,11 @@ Semantics every target keeps:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stockops_model.errors import RolloutError
-from stockops_model.spec import RolloutSpec, StockModel
+from stockops_model.spec import RolloutSpec
 
 
 @dataclass(frozen=True)
@@ -96,9 +95,6 @@ class DeployTarget(Protocol):
     def rollout(self, release: Release, policy: RolloutSpec) -> RolloutResult:
         """Serve `release` under `policy`; raises `RolloutFailedError` after a rollback."""
         ...
-
-
-TargetFactory = Callable[[StockModel, Mapping[str, Any]], DeployTarget]
 
 
 class Clock(Protocol):
