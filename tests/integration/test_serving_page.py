@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import importlib.util
 import json
 import os
 import re
@@ -423,13 +422,6 @@ def served(
         process.stop()
 
 
-def server_landed() -> bool:
-    # Until then stockops_model/server/ holds only this page: a namespace package, no origin.
-    spec = importlib.util.find_spec("stockops_model.server")
-    return spec is not None and spec.origin is not None
-
-
-@pytest.mark.skipif(not server_landed(), reason="stockops_model.server has not landed yet")
 def test_the_page_plots_each_ticker_from_the_real_server(
     page: Page, served: Served, tmp_path: Path
 ) -> None:
