@@ -33,8 +33,9 @@ Limits: the new revision is recognised by name (the latest created one that is n
 rolled-out one), not by version, because KServe's status names revisions only; a rollout that
 interrupts another one's canary may accept that one's revision at the first step if it sits at
 the same percent. A first deployment that never gets Ready is left in place for inspection
-(nothing served before, so there is nothing to roll back to). Kubernetes API errors are not
-rolled back: they raise `ServiceUnavailableError` and a retried Job resumes (it takes over a
+(nothing served before, so there is nothing to roll back to). A failing API server is retried
+(writes 3 times; reads until the step's deadline, then the step fails and is rolled back);
+errors that outlast that raise `ServiceUnavailableError` and a retried Job resumes (it takes over a
 canary of the same version in progress, reusing its revision, and walks the steps again).
 """
 
@@ -73,6 +74,7 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER = MANAGED_BY
 IMAGE_ENV = "STOCKOPS_WORKLOAD_IMAGE"
 POLL_SECONDS = 2.0
+_ATTEMPTS = 3  # tries of one write or read once a rollout has changed something
 
 
 # --- talking to the API server --------------------------------------------------------------
@@ -217,6 +219,29 @@ class KServeTarget:
         found = self.api.get(self.namespace, self.isvc_name)
         return None if found is None else PredictorState.of(found)
 
+    def _read_patiently(self) -> PredictorState | None:
+        """`_read`, tried `_ATTEMPTS` times: once traffic moved, one blip must not stop us."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return self._read()
+            except ServiceUnavailableError:
+                if attempt == _ATTEMPTS:
+                    raise
+                self.clock.sleep(self.poll_seconds)
+        raise AssertionError("unreachable")
+
+    def _apply(self, manifest: Mapping[str, Any]) -> None:
+        """Server-side apply (idempotent), tried `_ATTEMPTS` times when the API server blips."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                self.api.apply(manifest)
+                return
+            except ServiceUnavailableError as exc:
+                if attempt == _ATTEMPTS:
+                    raise
+                log.warning("applying %s failed (%s); trying again", self.isvc_name, exc)
+                self.clock.sleep(self.poll_seconds)
+
     def serving_version(self) -> str | None:
         state = self._read()
         return None if state is None else state.serving_version
@@ -284,7 +309,7 @@ class KServeTarget:
         self, release: Release, policy: RolloutSpec, state: PredictorState | None
     ) -> RolloutResult:
         before = None if state is None else state.latest_created
-        self.api.apply(build_inference_service(self.model, release, image=self.image))
+        self._apply(build_inference_service(self.model, release, image=self.image))
         log.info("applied %s/%s with version %s", self.namespace, self.isvc_name, release.version)
         try:
             reached = self._wait(policy, before, 100)
@@ -338,7 +363,7 @@ class KServeTarget:
         url = state.endpoint_url
         try:
             for step in [*steps, 100]:
-                self.api.apply(
+                self._apply(
                     build_inference_service(
                         self.model,
                         release,
@@ -369,7 +394,7 @@ class KServeTarget:
         )
 
     def _check_still_ready(self, step: int) -> None:
-        state = self._read()
+        state = self._read_patiently()
         if state is None or state.ready != "True":
             why = "deleted" if state is None else state.ready_message or f"Ready={state.ready}"
             raise _StepFailedError(f"not ready after observing {step} %: {why}")
@@ -385,7 +410,15 @@ class KServeTarget:
         deadline = self.clock.monotonic() + policy.readiness_timeout_seconds
         last = "no status yet"
         while True:
-            state = self._read()
+            try:
+                state = self._read()
+            except ServiceUnavailableError as exc:
+                # A blip of the API server must not fail a step: the deadline still holds.
+                last = f"reading it failed: {exc}"
+                if self.clock.monotonic() >= deadline:
+                    raise _StepFailedError(f"{percent} % not confirmed ({last})") from None
+                self.clock.sleep(self.poll_seconds)
+                continue
             if state is None:
                 raise _StepFailedError("the InferenceService was deleted")
             revision = state.latest_created
@@ -437,17 +470,17 @@ class KServeTarget:
             raise RolloutFailedError(message, result)
         old = Release(release.model_name, previous, release.tracking_uri)
         # All traffic back on the rolled-out revision at once, before anything else.
-        self.api.apply(
+        self._apply(
             build_inference_service(
                 self.model, release, image=self.image, previous_version=previous, canary_percent=0
             )
         )
         # The old spec again, still at 0 %: its fresh revision takes traffic only once Ready.
         restored_previous = state.previous_version if state.canary_percent is None else None
-        current = self._read()
+        current = self._read_patiently()
         before = None if current is None else current.latest_created
         for canary in (0, None):
-            self.api.apply(
+            self._apply(
                 build_inference_service(
                     self.model,
                     old,

@@ -446,3 +446,39 @@ def test_api_refusals_map_to_a_bad_spec_or_an_unavailable_dependency() -> None:
         services_failing_with(FakeApiError(403, {"reason": "Forbidden"})).apply(manifest)
     with pytest.raises(ServiceUnavailableError):
         services_failing_with(ConnectionError("refused")).apply(manifest)
+
+
+class FlakyInferenceServices:
+    """Wraps FakeInferenceServices; the calls numbered in `failing` raise as an outage would."""
+
+    def __init__(self, inner: FakeInferenceServices, failing: set[int]) -> None:
+        self.inner = inner
+        self.failing = failing
+        self.calls = 0
+
+    def _call(self) -> None:
+        self.calls += 1
+        if self.calls in self.failing:
+            raise ServiceUnavailableError(f"call {self.calls}: the API server did not answer")
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._call()
+        return self.inner.get(namespace, name)
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        self._call()
+        return self.inner.apply(manifest)
+
+
+def test_a_blip_of_the_api_server_during_a_canary_does_not_stop_it() -> None:
+    rig = Rig()
+    rig.target.rollout(release("1"), POLICY)
+    # call 3 is a poll of the 10 % step; the calls 6 and 9 fall on later writes and polls
+    flaky = FlakyInferenceServices(rig.api, failing={3, 6, 9})
+    target = KServeTarget(stockmodel(), flaky, image=IMAGE, clock=rig.clock)
+
+    result = target.rollout(release("2"), POLICY)
+
+    assert result.succeeded
+    assert result.steps == [10, 50, 100]
+    assert flaky.calls > 9
