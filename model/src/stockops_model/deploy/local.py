@@ -14,11 +14,13 @@ and hot-swapped, `POST /v1/models/reload` polls at once). Rolling out version V:
    `autoRollback`: the alias goes back to the previous version (or is deleted if there was
    none), the server reloads, and `RolloutFailedError` says what serves now.
 
-Limits: one server, so there are no canary steps (`steps` is `[100]`); the smoke test is the
-server's own report of the loaded model, not a prediction (that needs `min_bars` real bars per
-ticker). The server must be running: a server that does not answer before anything changed
-raises `ServiceUnavailableError`. A host of 0.0.0.0 or :: (bind everywhere) is reached on
-the loopback address.
+The smoke test is the server's: it swaps a version in only after one finite forecast on
+synthetic bars (`server.slot.warm_up`), so `GET /v1/models` reporting V means V forecast once.
+
+Limits: one server, so there are no canary steps (`steps` is `[100]`); no prediction on real
+bars is made here (that needs `min_bars` recent bars per ticker). The server must be running:
+one that does not answer before anything changed raises `ServiceUnavailableError`. A host of
+0.0.0.0 or :: (bind everywhere) is reached on the loopback address.
 """
 
 from __future__ import annotations
