@@ -156,10 +156,25 @@ def _safe_ratio(num: FloatArray, den: FloatArray, fallback: float) -> FloatArray
     return out
 
 
+def _strided_windows(x: FloatArray, period: int) -> FloatArray:
+    """(T - period + 1, period) read-only view of the trailing windows of a 1-D array.
+
+    What `sliding_window_view(x, period)` gives, without its argument checking, which
+    costs more than the reduction over a serving request's few hundred bars.
+    """
+    x = np.ascontiguousarray(x)
+    count = max(len(x) - period + 1, 0)
+    step = x.strides[0]
+    view: FloatArray = np.lib.stride_tricks.as_strided(
+        x, shape=(count, period), strides=(step, step), writeable=False
+    )
+    return view
+
+
 def _windows_of(x: FloatArray, period: int) -> FloatArray:
     """(T, period) view of the trailing windows, padded at the start by repeating x[0]."""
     padded = np.concatenate([np.full(period - 1, x[0]), x])
-    return np.lib.stride_tricks.sliding_window_view(padded, period)
+    return _strided_windows(padded, period)
 
 
 # --------------------------------------------------------------------------- indicators
@@ -251,7 +266,7 @@ _INDICATORS: dict[str, Callable[[Bars, int | None], FloatArray]] = {
 
 def _full_windows(x: FloatArray, period: int) -> FloatArray:
     """(T - period + 1, period) trailing windows of x, no padding."""
-    return np.lib.stride_tricks.sliding_window_view(x, period)
+    return _strided_windows(x, period)
 
 
 def _tail_sma(b: Bars, period: int | None) -> FloatArray:
@@ -284,6 +299,17 @@ _TAIL_INDICATORS: dict[str, Callable[[Bars, int | None], FloatArray]] = {
     IndicatorName.BOLL_UPPER: _tail_boll(+1.0),
     IndicatorName.BOLL_LOWER: _tail_boll(-1.0),
 }
+# Indicators over a fixed trailing window of `period` bars: their last rows need only the
+# last `rows + period - 1` bars (the EWM-based ones need the whole input).
+_ROLLING = frozenset(
+    {
+        IndicatorName.SMA,
+        IndicatorName.BOLL_UPPER,
+        IndicatorName.BOLL_LOWER,
+        IndicatorName.CCI,
+        IndicatorName.AROON,
+    }
+)
 
 
 def feature_matrix(
@@ -293,6 +319,7 @@ def feature_matrix(
     indicators: Sequence[IndicatorSpec],
     tickers: Sequence[str],
     symbol: str,
+    last: int | None = None,
 ) -> FloatArray:
     """The feature rows of one ticker from plain arrays: `build_features` without pandas.
 
@@ -304,10 +331,12 @@ def feature_matrix(
         indicators: the spec's indicators, in network-input order.
         tickers: the spec's tickers (one-hot columns); `symbol` must be one of them.
         symbol: the ticker these bars are of.
+        last: only the last `last` rows (the rolling indicators then read only the bars
+            those rows need); None for all.
 
     Returns:
-        (T - warmup_bars(indicators), F) float64, F = len(feature_columns(...)); no rows when
-        T <= warmup.
+        (T - warmup_bars(indicators), F) float64 (at most `last` rows), F =
+        len(feature_columns(...)); no rows when T <= warmup.
 
     Raises:
         DataError: `symbol` is not among `tickers`, or a feature is not finite.
@@ -316,6 +345,8 @@ def feature_matrix(
         raise DataError(f"bars of ticker {symbol} not in the model's tickers {', '.join(tickers)}")
     warmup = warmup_bars(indicators)
     rows = max(len(close) - warmup, 0)
+    if last is not None:
+        rows = min(rows, max(last, 0))
     out = np.zeros((rows, len(indicators) + len(tickers)), dtype=np.float64)
     if rows == 0:
         return out
@@ -325,8 +356,13 @@ def feature_matrix(
         "close": np.asarray(close, dtype=np.float64),
     }
     for column, indicator in enumerate(indicators):
-        values = _TAIL_INDICATORS[indicator.name](arrays, indicator.effective_period)
-        out[:, column] = values[warmup:]
+        period = indicator.effective_period
+        source = arrays
+        if indicator.name in _ROLLING and period is not None:
+            start = max(len(close) - (rows + period - 1), 0)
+            source = {name: values[start:] for name, values in arrays.items()}
+        values = _TAIL_INDICATORS[indicator.name](source, period)
+        out[:, column] = values[len(values) - rows :]
     out[:, len(indicators) + list(tickers).index(symbol)] = 1.0
     if not np.isfinite(out).all():
         raise DataError(f"non-finite feature for {symbol}: check the input prices")

@@ -366,8 +366,15 @@ class NetworkForecaster:
         inputs = self.inputs
 
         def windows_of(one: TickerBars, count: int) -> npt.NDArray[np.float32]:
+            # The last `count` windows span the last count + window - 1 feature rows.
             features = feature_matrix(
-                one.high, one.low, one.close, inputs.indicators, inputs.tickers, one.symbol
+                one.high,
+                one.low,
+                one.close,
+                inputs.indicators,
+                inputs.tickers,
+                one.symbol,
+                last=count + inputs.window - 1,
             ).astype(np.float32)
             return sliding_windows(features, inputs.window)[-count:]
 

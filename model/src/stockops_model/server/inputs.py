@@ -23,6 +23,7 @@ the features.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,7 @@ from stockops_model.server.problems import ApiError, InputError
 FieldOf = Callable[[str, int], str]
 NUMERIC_FIELDS: tuple[str, ...] = (*PRICE_FIELDS, "volume")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FIELDS = operator.itemgetter(*INPUT_COLUMNS)
 _NS_PER_US = 1000
 
 
@@ -71,9 +73,12 @@ def bars_from_records(
         )
     _check_count(len(records), "bars", max_bars)
     try:
-        columns = {name: [r[name] for r in records] for name in INPUT_COLUMNS}
+        # One C-level pass per bar, then a transpose: about half the cost of a list
+        # comprehension per column on a few hundred bars.
+        rows = list(map(_FIELDS, records))
     except (TypeError, KeyError):
         raise _record_shape_error(records) from None
+    columns = dict(zip(INPUT_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
     return bars_from_columns(columns, tickers, min_bars, max_bars, _record_field, "bars")
 
 
@@ -175,10 +180,13 @@ def _parse_utc_z(values: list[str]) -> npt.NDArray[np.datetime64] | None:
     # The common wire form, "2018-03-08T14:30:00Z", parsed by numpy in one call (a few
     # times faster than fromisoformat per value). numpy also reads words such as "now" or
     # "NaT"; the length check keeps those on the careful path.
-    if not values or any(len(v) < 17 or v[-1] != "Z" or v[10] not in "T " for v in values):
+    if not values or min(map(len, values)) < 17:
+        return None
+    stripped = [v[:-1] for v in values if v[-1] == "Z"]
+    if len(stripped) != len(values):
         return None
     try:
-        parsed = np.array([v[:-1] for v in values], dtype="datetime64[ns]")
+        parsed = np.array(stripped, dtype="datetime64[ns]")
     except (ValueError, OverflowError):
         return None
     if np.isnat(parsed).any():

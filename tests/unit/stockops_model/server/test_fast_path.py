@@ -107,6 +107,18 @@ def test_feature_matrix_equals_build_features(bars: pd.DataFrame, name: str, sym
 
 
 @pytest.mark.parametrize("name", sorted(INDICATOR_SETS))
+@pytest.mark.parametrize("last", [1, 40, 10_000])
+def test_the_last_rows_alone_equal_the_whole_matrix_tail(
+    bars: pd.DataFrame, name: str, last: int
+) -> None:
+    one = bars[bars["symbol"] == "AXP"].tail(400)
+    arrays = (one["high"].to_numpy(), one["low"].to_numpy(), one["close"].to_numpy())
+    whole = feature_matrix(*arrays, INDICATOR_SETS[name], TICKERS, "AXP")
+    tail = feature_matrix(*arrays, INDICATOR_SETS[name], TICKERS, "AXP", last=last)
+    np.testing.assert_allclose(tail, whole[-last:], rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(INDICATOR_SETS))
 @pytest.mark.parametrize("origins", [1, 50])
 def test_network_fast_path_equals_predict(bars: pd.DataFrame, name: str, origins: int) -> None:
     forecaster = network(bars, INDICATOR_SETS[name])
