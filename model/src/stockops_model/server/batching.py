@@ -21,6 +21,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,10 +51,16 @@ class _Job:
 class Batcher:
     """Runs `forecast_windows` for queued requests in one worker thread (module docstring)."""
 
-    def __init__(self, max_windows: int = DEFAULT_MAX_WINDOWS) -> None:
+    def __init__(
+        self,
+        max_windows: int = DEFAULT_MAX_WINDOWS,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        """`on_batch(windows)` is called after each network call (for a metric)."""
         if max_windows < 1:
             raise ValueError(f"max_windows must be >= 1, got {max_windows}")
         self.max_windows = max_windows
+        self.on_batch = on_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.batches = 0  # network calls made, for tests and logs
@@ -116,15 +123,24 @@ class Batcher:
                 forecast = jobs[0].forecaster.forecast_windows(x, last_close)
             except Exception as exc:  # the requests get it; the worker lives on
                 for job in jobs:
-                    job.loop.call_soon_threadsafe(_fail, job.future, exc)
+                    _call_in_loop(job, _fail, exc)
                 continue
             self.batches += 1
             self.largest_batch = max(self.largest_batch, len(x))
+            if self.on_batch is not None:
+                self.on_batch(len(x))
             start = 0
             for job in jobs:
                 part = forecast[start : start + len(job.x)]
                 start += len(job.x)
-                job.loop.call_soon_threadsafe(_resolve, job.future, part)
+                _call_in_loop(job, _resolve, part)
+
+
+def _call_in_loop(job: _Job, callback: Callable[..., None], value: object) -> None:
+    try:
+        job.loop.call_soon_threadsafe(callback, job.future, value)
+    except RuntimeError:  # the loop closed meanwhile: nobody waits for this answer
+        log.debug("dropped a forecast for a closed event loop")
 
 
 def _resolve(

@@ -7,7 +7,8 @@ timeseries" errors, and `/metrics` shows exactly this app's series:
 - `stockops_serve_request_seconds{route}`: latency histogram per route template;
 - `stockops_serve_errors_total{reason}`: failed requests by the error body's reason;
 - `stockops_serve_model_info{name,version}`: 1 for the model now serving;
-- `stockops_serve_reloads_total{outcome}`: model loads, `loaded` or `failed`.
+- `stockops_serve_reloads_total{outcome}`: model loads, `loaded` or `failed`;
+- `stockops_serve_batch_windows`: windows per network call (how well batching works).
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ class ServerMetrics:
             "stockops_serve_reloads_total",
             "Model loads by outcome (loaded, failed).",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.batch_windows = Histogram(
+            "stockops_serve_batch_windows",
+            "Windows per network call (requests are batched while a call runs).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=self.registry,
         )
         self._serving: tuple[str, str] | None = None

@@ -61,7 +61,7 @@ class Runtime:
         self.slot = slot
         self.metrics = metrics
         self.bars = bars
-        self.batcher = Batcher(config.max_batch_windows)
+        self.batcher = Batcher(config.max_batch_windows, metrics.batch_windows.observe)
 
     def serving(self) -> LoadedModel:
         """The model now serving; a request calls this once and keeps what it got.
