@@ -31,7 +31,13 @@ from datetime import datetime
 from typing import Any
 
 from stockops_model.errors import ExitCode
-from stockops_model.spec import API_VERSION, RetrainScheduleSpec, RuntimeSpec, WorkloadRuntimeSpec
+from stockops_model.spec import (
+    API_VERSION,
+    RetrainScheduleSpec,
+    RolloutSpec,
+    RuntimeSpec,
+    WorkloadRuntimeSpec,
+)
 from stockops_operator.schedules import format_time
 from stockops_operator.settings import Settings
 
@@ -369,6 +375,22 @@ def build_train_job(
     )
 
 
+def deploy_deadline_seconds(settings: Settings, rollout: RolloutSpec) -> int:
+    """The deploy Job's `activeDeadlineSeconds`: the chart's, or the policy's worst case.
+
+    Worst case: a readiness wait per canary step, the observation time between steps, and one
+    more readiness wait for a rollback, plus five minutes for downloads and registration.
+    Killing a rollout mid-way would leave it half shifted, so the deadline never cuts it short.
+    """
+    steps = len(rollout.canary_steps)
+    worst = (
+        (steps + 1) * rollout.readiness_timeout_seconds
+        + max(steps - 1, 0) * rollout.step_wait_seconds
+        + 300
+    )
+    return max(settings.deploy_active_deadline_seconds, worst)
+
+
 def build_deploy_job(
     *,
     name: str,
@@ -376,13 +398,17 @@ def build_deploy_job(
     version: str,
     settings: Settings,
     runtime: RuntimeSpec | None = None,
+    rollout: RolloutSpec | None = None,
     kubernetes_api: bool = False,
 ) -> dict[str, Any]:
     """The deploy Job rolling `version` (the MLflow production version) out; owned by the model.
 
-    `kubernetes_api`: the target is in the cluster (KServe), so the Pod mounts its
-    ServiceAccount token; the workload ServiceAccount does not mount one by default.
+    The Job also gets the workload image (`STOCKOPS_WORKLOAD_IMAGE`: a KServe predictor runs
+    it) and an `activeDeadlineSeconds` long enough for the whole rollout policy, see
+    `deploy_deadline_seconds`. `kubernetes_api`: the target is in the cluster (KServe), so the
+    Pod mounts its ServiceAccount token; the workload ServiceAccount does not mount one.
     """
+    runtime = runtime or RuntimeSpec()
     job = _build_job(
         name=name,
         owner=model,
@@ -392,9 +418,12 @@ def build_deploy_job(
         runtime=runtime or RuntimeSpec(),
         labels={},
         annotations={ANNOTATION_VERSION: version},
-        env={"STOCKOPS_TARGET_VERSION": version},
+        env={
+            "STOCKOPS_TARGET_VERSION": version,
+            "STOCKOPS_WORKLOAD_IMAGE": runtime.image or settings.workload_image,
+        },
         backoff_limit=settings.deploy_backoff_limit,
-        active_deadline_seconds=settings.deploy_active_deadline_seconds,
+        active_deadline_seconds=deploy_deadline_seconds(settings, rollout or RolloutSpec()),
     )
     if kubernetes_api:
         job["spec"]["template"]["spec"]["automountServiceAccountToken"] = True

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stockops_model.spec import RetrainScheduleSpec, RuntimeSpec, StockModelSpec
+from stockops_model.spec import RetrainScheduleSpec, RolloutSpec, RuntimeSpec, StockModelSpec
 from stockops_operator import builders
 from stockops_operator.settings import Settings
 
@@ -165,6 +165,25 @@ def test_deploy_job_names_the_version() -> None:
         name="demo-deploy-v3", model=MODEL, version="3", settings=Settings(), kubernetes_api=True
     )
     assert kserve["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    # A KServe predictor runs the workload image: the deploy Job passes it on.
+    assert env["STOCKOPS_WORKLOAD_IMAGE"] == Settings().workload_image
+
+
+def test_deploy_deadline_covers_the_whole_rollout_policy() -> None:
+    settings = Settings()
+    small = RolloutSpec.model_validate({"canarySteps": [100], "readinessTimeoutSeconds": 60})
+    assert builders.deploy_deadline_seconds(settings, small) == (
+        settings.deploy_active_deadline_seconds
+    )
+    slow = RolloutSpec.model_validate(
+        {"canarySteps": [10, 50, 100], "readinessTimeoutSeconds": 900, "stepWaitSeconds": 60}
+    )
+    # Three readiness waits, two observations, one rollback wait, five minutes of set-up.
+    assert builders.deploy_deadline_seconds(settings, slow) == 4 * 900 + 2 * 60 + 300
+    job = builders.build_deploy_job(
+        name="demo-deploy-v3", model=MODEL, version="3", settings=settings, rollout=slow
+    )
+    assert job["spec"]["activeDeadlineSeconds"] == 4 * 900 + 2 * 60 + 300
 
 
 def test_spec_runtime_overrides_the_chart_defaults() -> None:

@@ -103,6 +103,7 @@ async def _reconcile(
             version=plan.deploy,
             settings=rt.settings,
             runtime=spec.runtime,
+            rollout=spec.serving.rollout,
             kubernetes_api=spec.serving.target == ServingTarget.KSERVE,
         )
         if await appliers.create_job(rt.kube, job) is not None:
