@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from stockops_model.errors import ExitCode, SpecError, StoreError
+from stockops_model.server.command import API_KEY_ENV
 
 if TYPE_CHECKING:
     import uvicorn
@@ -190,6 +192,8 @@ class LocalLoop:
         if port is not None:
             self.serving = self.serving.model_copy(update={"port": port})
         self.tracking_uri = model.spec.mlflow.tracking_uri
+        # The same key as `stockops serve`: unset, the local server is open to this machine.
+        self.api_key = os.environ.get(API_KEY_ENV) or None
         self.cycles = 0
 
     @property
@@ -256,7 +260,7 @@ class LocalLoop:
         if production is None:
             self.console.print("no production version yet: nothing to deploy")
             return None
-        target = LocalTarget(registry, server_url(self.serving))
+        target = LocalTarget(registry, server_url(self.serving), api_key=self.api_key)
         release = Release(name, str(production.version), self.tracking_uri)
         rollout = target.rollout(release, self.model.spec.serving.rollout)
         Console().print(
@@ -288,7 +292,7 @@ class LocalLoop:
         app = create_app(
             source,
             MlflowLoader(source, self.tracking_uri),
-            ServerConfig(poll_seconds=30.0),
+            ServerConfig(api_key=self.api_key, poll_seconds=30.0),
             StoreBars.open(self.location),
         )
         config = uvicorn.Config(
