@@ -261,8 +261,13 @@ def test_a_forecast_is_drawn_above_the_bar_it_forecasts(
     closes = drawn["closes"]
     assert len(closes) == 30
     step = (closes[-1][0] - closes[0][0]) / 29
-    # Bars are evenly spaced although a night lies between the 20th and the 21st.
+    # Bars are evenly spaced although a night lies between the 20th and the 21st; one
+    # dashed line marks that break, halfway between them.
     assert closes[20][0] - closes[19][0] == pytest.approx(step, abs=0.15)
+    breaks = page.locator('section[data-symbol="AMZN"] svg.chart line.break')
+    assert breaks.count() == 1
+    middle = (closes[19][0] + closes[20][0]) / 2
+    assert float(breaks.get_attribute("x1") or "nan") == pytest.approx(middle, abs=0.3)
     # Origins 0..28 are plain forecasts at bars 2..30; origin 29 is the next forecast, at 31.
     h = fake.horizon
     xs = sorted(x for x, _ in drawn["forecasts"])
