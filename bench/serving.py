@@ -69,8 +69,6 @@ BODIES = 64
 # Guard against a server that never comes up, sized for a loaded 2-core machine.
 READY_TIMEOUT_S = 300.0
 
-log = logging.getLogger("bench.serving")
-
 
 # --------------------------------------------------------------------------- the model
 def train_and_register(tracking_uri: str, data: Path, epochs: int) -> tuple[pd.DataFrame, int]:
