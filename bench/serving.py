@@ -22,16 +22,17 @@ reached is then reported). Two load generators, both asyncio in this process:
 
 * `httpx`: one `httpx.AsyncClient`, as a Python caller of the server would use it;
 * `raw`: keep-alive sockets writing pre-built HTTP/1.1 requests, which costs the shared cores
-  next to nothing. On 2 cores the client competes with the server it measures, and httpx
-  costs about a millisecond of CPU per request, a third of what `stockops serve` spends on
-  one, so the httpx figures are partly the client's (each client's ceiling, GET /healthz of
-  A, is printed first).
+  next to nothing (0.1 ms of CPU a request). On 2 cores the client competes with the server
+  it measures, and httpx costs about 1.3 ms of CPU per request, half of what `stockops
+  serve` spends on one, so the httpx figures are partly the client's (each client's
+  ceiling, GET /healthz of A, is printed first).
 
 Prints per client and server: requests, errors, p50 and p99 latency, throughput, the server's
 CPU per request (its process group's user+system time over the rounds) and the client's;
 the last line is `serve_throughput_ratio: N`, A's requests/s over B's with the first client
-of `--clients` (httpx by default). Run: `uv run python bench/serving.py` (about 5 minutes on
-2 cores, of which ~1 minute is training and the servers' start-ups).
+of `--clients` (httpx by default). Run: `uv run python bench/serving.py` (about 4 minutes on
+2 cores, of which under a minute is training and the servers' start-ups); docs/benchmarks.md
+records the figures.
 """
 
 from __future__ import annotations
@@ -368,8 +369,8 @@ async def drive_raw(
     limit_s: float,
 ) -> Outcome:
     """Like `drive_httpx`, over `concurrency` keep-alive sockets with pre-built requests:
-    a load generator that costs the shared cores next to nothing (about 0.06 ms of CPU a
-    request here, httpx about 1.2 ms)."""
+    a load generator that costs the shared cores next to nothing (about 0.1 ms of CPU a
+    request here, httpx about 1.3 ms)."""
     host_port = base.split("://", 1)[1]
     host, port = host_port.rsplit(":", 1)
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
