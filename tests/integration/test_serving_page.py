@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, Request, sync_playwright
 
 from stockops_model.testing import MlflowServer
 from stockops_model.testing.ports import LOOPBACK, pick_free_port
@@ -95,6 +95,30 @@ def page(browser: Browser) -> Iterator[Page]:
         yield context.new_page()
     finally:
         context.close()
+
+
+@dataclass
+class PageLog:
+    """What a page fetched (URLs other than inline `data:` ones) and its uncaught errors."""
+
+    urls: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def fetched_only_from(self, base: str) -> bool:
+        return bool(self.urls) and all(u.startswith(base) for u in self.urls)
+
+
+@pytest.fixture
+def page_log(page: Page) -> PageLog:
+    log = PageLog()
+
+    def on_request(request: Request) -> None:
+        if not request.url.startswith("data:"):
+            log.urls.append(request.url)
+
+    page.on("request", on_request)
+    page.on("pageerror", lambda error: log.errors.append(str(error)))
+    return log
 
 
 # --------------------------------------------------------------------------- fake server
@@ -250,7 +274,7 @@ def wait_for_error(page: Page, selector: str, text: str) -> str:
 
 # --------------------------------------------------------------------------- against the fake
 def test_a_forecast_is_drawn_above_the_bar_it_forecasts(
-    page: Page, fake: FakeScoringServer
+    page: Page, page_log: PageLog, fake: FakeScoringServer
 ) -> None:
     page.goto(fake.url)
     page.fill("#api-key", fake.key)
@@ -285,6 +309,9 @@ def test_a_forecast_is_drawn_above_the_bar_it_forecasts(
     assert "UTC" in labels
     assert page.locator("#model-version").inner_text() == "7"
     assert page.locator("#model-alias").inner_text() == "serving"
+    # Nothing came from anywhere but the server, and no script error happened.
+    assert page_log.fetched_only_from(fake.url)
+    assert page_log.errors == []
 
 
 def test_a_call_without_the_key_says_401_and_the_key_is_kept_and_sent(
@@ -428,7 +455,7 @@ def served(
 
 
 def test_the_page_plots_each_ticker_from_the_real_server(
-    page: Page, served: Served, tmp_path: Path
+    page: Page, page_log: PageLog, served: Served, tmp_path: Path
 ) -> None:
     page.goto(served.url)
     # The server wants a key: the page says so before one is given.
@@ -453,6 +480,8 @@ def test_the_page_plots_each_ticker_from_the_real_server(
         assert drawn["labels"][0].startswith("03-13 ")
         summary = page.locator(f'section[data-symbol="{symbol}"] .summary').inner_text()
         assert f"version {served.version}" in summary
+    assert page_log.fetched_only_from(served.url)
+    assert page_log.errors == []
 
     shot = tmp_path / "serving-page.png"
     page.screenshot(path=str(shot), full_page=True)
