@@ -566,9 +566,11 @@ def main() -> None:
     if not clients or any(c not in CLIENTS for c in clients):
         parser.error(f"--clients: choose from {', '.join(CLIENTS)}")
 
+    from stockops_model.registry import code_version
+
     print(
         f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"load average {os.getloadavg()[0]:.1f} before the run"
+        f"load average {os.getloadavg()[0]:.1f} before the run; code {code_version()}"
     )
     results: dict[str, tuple[Summary, Summary]] = {}
     with (
