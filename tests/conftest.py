@@ -12,7 +12,9 @@ if it forgot it, so `-m "not kafka"` deselects it reliably.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,6 +49,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture, marker in _MARKER_OF_FIXTURE.items():
             if fixture in fixtures and item.get_closest_marker(marker) is None:
                 item.add_marker(marker)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_tracking_uri() -> Iterator[None]:
+    """Undo what `mlflow.set_tracking_uri` leaves behind after each test.
+
+    MLflow keeps the URI in a module global and also exports it as `MLFLOW_TRACKING_URI`,
+    which every stockops command prefers to the spec's: one test's SQLite file must not
+    become the next test's registry.
+    """
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+    tracking = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if tracking is not None:
+        tracking._tracking_uri = None  # back to "not set": the env var (or default) again
 
 
 def _session_service(

@@ -93,14 +93,19 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     bars = load_bars(DATA, symbols=TICKERS).loc[
         :, ["symbol", "ts", "open", "high", "low", "close", "volume"]
     ]
-    previous = mlflow.get_tracking_uri()
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("azureml", artifact_location=str(folder / "artifacts"))
     for _ in range(3):
         with mlflow.start_run(experiment_id=experiment):
             log_forecaster(NaiveForecaster(TICKERS), bars, registered_model_name=MODEL)
     yield uri
-    mlflow.set_tracking_uri(previous)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI: undo both, not just the global.
+    mlflow.tracking._tracking_service.utils._tracking_uri = None
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 def azure_spec(**overrides: Any) -> AzureMLSpec:
