@@ -45,7 +45,14 @@ from stockops_model.server.metrics import ServerMetrics
 from stockops_model.server.problems import ApiError, problem_of
 from stockops_model.server.recent import BarSource
 from stockops_model.server.runtime import API_KEY_HEADER, Runtime, ServerConfig, json_response
-from stockops_model.server.slot import LoadedModel, ModelLoader, ModelSlot, ModelSource
+from stockops_model.server.slot import (
+    LoadedModel,
+    ModelLoader,
+    ModelSlot,
+    ModelSource,
+    compiled_runner,
+    plain_runner,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +91,9 @@ def create_app(
     """
     config = config or ServerConfig()
     metrics = ServerMetrics()
-    runtime = Runtime(config, ModelSlot(source, loader, metrics), metrics, bars)
+    runner_for = compiled_runner if config.compile_network else plain_runner
+    slot = ModelSlot(source, loader, metrics, runner_for=runner_for)
+    runtime = Runtime(config, slot, metrics, bars)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

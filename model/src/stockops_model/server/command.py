@@ -77,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"most bars in one request; more gets 413 (default {DEFAULT_MAX_BARS})",
     )
 
+    parser.add_argument(
+        "--no-xla",
+        action="store_true",
+        help="run a network model's plain tf.function instead of its XLA-compiled forward pass",
+    )
+
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
@@ -104,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_bars=args.max_bars,
         poll_seconds=args.poll_seconds,
+        compile_network=not args.no_xla,
     )
     bars = _bar_source(args.store, spec)
     app = create_app(source, MlflowLoader(source, tracking_uri), config, bars)

@@ -38,6 +38,8 @@ class ServerConfig:
         max_bars: more bars in one request get 413.
         poll_seconds: how often the model alias is checked; None checks once at start.
         max_batch_windows: windows per network call when batching requests.
+        compile_network: run a network model's forward pass compiled with XLA (see
+            `stockops_model.server.compiled`); off serves the plain tf.function.
     """
 
     api_key: str | None = None
@@ -45,6 +47,7 @@ class ServerConfig:
     max_bars: int = DEFAULT_MAX_BARS
     poll_seconds: float | None = DEFAULT_POLL_SECONDS
     max_batch_windows: int = DEFAULT_MAX_WINDOWS
+    compile_network: bool = True
 
 
 class Runtime:
@@ -83,8 +86,8 @@ class Runtime:
     async def forecast(self, model: LoadedModel, windows: Windows) -> npt.NDArray[np.float64]:
         """Forecast close for prepared windows with `model` (batched for a network)."""
         if windows.x is None:
-            return model.forecaster.forecast_windows(None, windows.last_close)
-        return await self.batcher.forecast(model.forecaster, windows.x, windows.last_close)
+            return model.runner.forecast_windows(None, windows.last_close)
+        return await self.batcher.forecast(model.runner, windows.x, windows.last_close)
 
     def check_key(self, request: Request) -> None:
         """Raise 401 unless the request carries the API key (constant-time compare)."""

@@ -7,7 +7,8 @@ source points at now and loads one (`MlflowLoader`; tests pass a fake).
 `ModelSlot.refresh` (called every `--poll-seconds` and by `POST /v1/models/reload`) asks the
 loader for the current version; when it differs from the one serving it loads the new one
 in a worker thread, warms it (one forecast on synthetic bars, so the network's tf.function
-is traced before real traffic reaches it), and then replaces a single reference. A request
+is traced, and compiled with XLA, before real traffic reaches it), and then replaces a
+single reference. A request
 reads `slot.current` once at its start and keeps that object, so requests in flight finish
 on the model they started with; the old model is freed when the last of them is done.
 
@@ -33,6 +34,7 @@ import numpy as np
 
 from stockops_model.errors import DataError, ServiceUnavailableError
 from stockops_model.forecaster import Forecaster, TickerBars
+from stockops_model.server.batching import WindowForecaster
 from stockops_model.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -60,12 +62,17 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready to serve; requests hold on to the one they started with."""
+    """A model ready to serve; requests hold on to the one they started with.
+
+    `runner` computes forecasts from prepared windows: the forecaster itself, or its
+    network compiled for serving (`stockops_model.server.compiled`).
+    """
 
     source: ModelSource
     version: str | None
     forecaster: Forecaster
     loaded_at: datetime
+    runner: WindowForecaster
 
     @property
     def name(self) -> str:
@@ -142,7 +149,23 @@ class MlflowLoader:
         return loaded
 
 
-def warm_up(forecaster: Forecaster) -> None:
+def plain_runner(forecaster: Forecaster) -> WindowForecaster:
+    """Forecasts through the forecaster's own `forecast_windows`."""
+    return forecaster
+
+
+def compiled_runner(forecaster: Forecaster) -> WindowForecaster:
+    """A network forecaster's XLA-compiled network when XLA works here, else the forecaster."""
+    from stockops_model.forecaster import NetworkForecaster
+
+    if not isinstance(forecaster, NetworkForecaster):
+        return forecaster
+    from stockops_model.server.compiled import compile_network
+
+    return compile_network(forecaster) or forecaster
+
+
+def warm_up(forecaster: Forecaster, runner: WindowForecaster | None = None) -> None:
     """One forecast on synthetic bars: traces the network's tf.function before traffic.
 
     Raises whatever the forecaster raises: a model that cannot forecast is not swapped in.
@@ -159,7 +182,7 @@ def warm_up(forecaster: Forecaster) -> None:
         close=close,
     )
     windows = forecaster.prepare_windows([bars])
-    forecast = forecaster.forecast_windows(windows.x, windows.last_close)
+    forecast = (runner or forecaster).forecast_windows(windows.x, windows.last_close)
     if not np.isfinite(forecast).all():
         raise DataError("the model's warm-up forecast is not finite")
 
@@ -172,13 +195,13 @@ class ModelSlot:
         source: ModelSource,
         loader: ModelLoader,
         metrics: ServerMetrics | None = None,
-        warm: Callable[[Forecaster], None] = warm_up,
+        runner_for: Callable[[Forecaster], WindowForecaster] = plain_runner,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.source = source
         self.loader = loader
         self.metrics = metrics
-        self.warm = warm
+        self.runner_for = runner_for
         self.clock = clock
         self.current: LoadedModel | None = None
         self.reloads = 0  # swaps after the first load
@@ -204,17 +227,18 @@ class ModelSlot:
             if version is not None and version == self._failed_version and not force:
                 return current
             try:
-                forecaster = await asyncio.to_thread(self._load, version)
+                forecaster, runner = await asyncio.to_thread(self._load, version)
             except Exception as exc:
                 self._failed(f"cannot load version {version}", version, exc)
                 return self.current
-            self._swap(LoadedModel(self.source, version, forecaster, self.clock()))
+            self._swap(LoadedModel(self.source, version, forecaster, self.clock(), runner))
             return self.current
 
-    def _load(self, version: str | None) -> Forecaster:
+    def _load(self, version: str | None) -> tuple[Forecaster, WindowForecaster]:
         forecaster = self.loader.load(version)
-        self.warm(forecaster)
-        return forecaster
+        runner = self.runner_for(forecaster)
+        warm_up(forecaster, runner)
+        return forecaster, runner
 
     def _swap(self, model: LoadedModel) -> None:
         previous = self.current

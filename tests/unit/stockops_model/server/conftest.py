@@ -182,7 +182,8 @@ def build_app(
     config: ServerConfig | None = None,
     bar_source: BarSource | None = None,
 ) -> FastAPI:
-    config = config or ServerConfig(poll_seconds=None)
+    # XLA compiles 7 batch sizes per network load (seconds); test_compiled.py covers it.
+    config = config or ServerConfig(poll_seconds=None, compile_network=False)
     return create_app(SOURCE, FakeLoader(versions, alias), config, bar_source)
 
 

@@ -163,7 +163,9 @@ async def test_framework_validation_errors_have_the_same_shape(
 
 
 async def test_more_bars_than_the_limit_is_a_413(payload: Bars) -> None:
-    app = build_app({"1": NaiveForecaster(TICKERS)}, config=ServerConfig(max_bars=10))
+    app = build_app(
+        {"1": NaiveForecaster(TICKERS)}, config=ServerConfig(max_bars=10, compile_network=False)
+    )
     reply = await post_bars(app, {"bars": payload})
     assert reply.status_code == 413
     assert reply.json()["error"]["reason"] == "too_many_bars"
@@ -171,14 +173,20 @@ async def test_more_bars_than_the_limit_is_a_413(payload: Bars) -> None:
 
 
 async def test_a_body_over_the_limit_is_a_413_from_its_length(payload: Bars) -> None:
-    app = build_app({"1": NaiveForecaster(TICKERS)}, config=ServerConfig(max_body_bytes=1000))
+    app = build_app(
+        {"1": NaiveForecaster(TICKERS)},
+        config=ServerConfig(max_body_bytes=1000, compile_network=False),
+    )
     reply = await post_bars(app, {"bars": payload})
     assert reply.status_code == 413
     assert reply.json()["error"]["reason"] == "body_too_large"
 
 
 async def test_a_chunked_body_over_the_limit_is_a_413_while_reading(payload: Bars) -> None:
-    app = build_app({"1": NaiveForecaster(TICKERS)}, config=ServerConfig(max_body_bytes=1000))
+    app = build_app(
+        {"1": NaiveForecaster(TICKERS)},
+        config=ServerConfig(max_body_bytes=1000, compile_network=False),
+    )
     data = orjson.dumps({"bars": payload})
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -209,7 +217,9 @@ KEY = "s3cret-key"
 async def test_keyed_routes_need_the_api_key(
     headers: dict[str, str], status: int, payload: Bars
 ) -> None:
-    app = build_app({"1": NaiveForecaster(TICKERS)}, config=ServerConfig(api_key=KEY))
+    app = build_app(
+        {"1": NaiveForecaster(TICKERS)}, config=ServerConfig(api_key=KEY, compile_network=False)
+    )
     async with serving_client(app) as client:
         replies = [
             await client.post("/v1/predict", json={"bars": payload}, headers=headers),
@@ -224,7 +234,9 @@ async def test_keyed_routes_need_the_api_key(
 
 
 async def test_open_routes_need_no_key() -> None:
-    app = build_app({"1": NaiveForecaster(TICKERS)}, config=ServerConfig(api_key=KEY))
+    app = build_app(
+        {"1": NaiveForecaster(TICKERS)}, config=ServerConfig(api_key=KEY, compile_network=False)
+    )
     async with serving_client(app) as client:
         paths = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/models", "/v2"]
         paths += ["/v2/health/live", "/v2/health/ready", f"/v2/models/{MODEL}"]
