@@ -219,7 +219,7 @@ class ModelSlot:
             try:
                 version = await asyncio.to_thread(self.loader.resolve)
             except Exception as exc:
-                self._failed("cannot resolve the model version", None, exc)
+                self._failed("cannot resolve the model version", exc)
                 return self.current
             current = self.current
             if current is not None and current.version == version:
@@ -229,7 +229,8 @@ class ModelSlot:
             try:
                 forecaster, runner = await asyncio.to_thread(self._load, version)
             except Exception as exc:
-                self._failed(f"cannot load version {version}", version, exc)
+                self._failed_version = version
+                self._failed(f"cannot load version {version}", exc)
                 return self.current
             self._swap(LoadedModel(self.source, version, forecaster, self.clock(), runner))
             return self.current
@@ -258,9 +259,8 @@ class ModelSlot:
             f", replacing version {previous.version}" if previous is not None else "",
         )
 
-    def _failed(self, what: str, version: str | None, exc: Exception) -> None:
+    def _failed(self, what: str, exc: Exception) -> None:
         self.last_reload_error = f"{what}: {type(exc).__name__}: {exc}"[:2000]
-        self._failed_version = version
         if self.metrics is not None:
             self.metrics.reloads.labels("failed").inc()
         serving = self.current.version if self.current is not None else None
