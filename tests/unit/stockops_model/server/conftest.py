@@ -51,10 +51,12 @@ class FakeLoader:
 
     def __init__(self, versions: dict[str, Forecaster | Exception], alias: str) -> None:
         self.versions = versions
-        self.alias = alias
+        self.alias: str | Exception = alias  # an exception: the registry is unreachable
         self.loads: list[str | None] = []
 
     def resolve(self) -> str | None:
+        if isinstance(self.alias, Exception):
+            raise self.alias
         return self.alias
 
     def load(self, version: str | None) -> Forecaster:

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from stockops_model.errors import DataError
+from stockops_model.errors import DataError, ServiceUnavailableError
 from stockops_model.forecaster import NaiveForecaster
 from stockops_model.server.slot import ModelSource
 
@@ -96,6 +96,22 @@ async def test_a_failed_version_is_retried_on_request_not_at_every_poll() -> Non
     assert loader.loads == ["1", "2", "2"]
     assert slot.current.version == "2"
     assert slot.last_reload_error is None
+
+
+async def test_a_registry_outage_keeps_serving_and_forgets_nothing() -> None:
+    app = build_app({"1": NaiveForecaster(TICKERS), "2": DataError("broken")})
+    slot = app.state.runtime.slot
+    loader: FakeLoader = slot.loader
+    await slot.refresh()
+    loader.alias = "2"
+    await slot.refresh()
+    loader.alias = ServiceUnavailableError("registry down")
+    await slot.refresh()
+    assert slot.current.version == "1"
+    assert "registry down" in slot.last_reload_error
+    loader.alias = "2"
+    await slot.refresh()  # still the broken version: not downloaded again
+    assert loader.loads == ["1", "2"]
 
 
 async def test_the_alias_poller_swaps_without_a_request() -> None:
