@@ -2,7 +2,8 @@
 
 The app serves the naive forecaster (one bar per ticker is enough for a forecast, so
 generated bodies also reach the forecast path, not only validation), with a fake bar store
-holding real bars, so /v1/forecast answers from data too. Any 5xx fails the test.
+holding real bars, so /v1/forecast answers from data too. Any 5xx fails the test, and so
+does an answer whose body does not match the document's schema for its status.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hypothesis
 import schemathesis
 from fastapi import FastAPI
 from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from stockops_model.forecaster import NaiveForecaster
 from stockops_model.loaders import load_bars
@@ -40,4 +42,5 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
     suppress_health_check=list(hypothesis.HealthCheck),
 )
 def test_no_request_gives_a_server_error(case: schemathesis.Case[Any]) -> None:
-    case.call_and_validate(checks=[not_a_server_error])
+    # Also: every answer, error or not, has the shape the document gives for its status.
+    case.call_and_validate(checks=[not_a_server_error, response_schema_conformance])
