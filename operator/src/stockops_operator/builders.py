@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -58,6 +58,10 @@ AZURE_IDENTITY_LABEL = "azure.workload.identity/use"
 
 # Exit codes that say the input is wrong: retrying the Pod cannot help, so fail the Job now.
 NON_RETRYABLE_EXIT_CODES = [int(ExitCode.INVALID_SPEC), int(ExitCode.INVALID_DATA)]
+# A deploy Job also stops after a failed rollout (exit 6): it was rolled back (or, with
+# autoRollback off, left for a person), and running it again would send users to the
+# version that just failed once more.
+DEPLOY_NON_RETRYABLE_EXIT_CODES = [*NON_RETRYABLE_EXIT_CODES, int(ExitCode.ROLLOUT_FAILED)]
 
 
 @dataclass(frozen=True)
@@ -288,6 +292,7 @@ def _build_job(
     env: Mapping[str, str],
     backoff_limit: int,
     active_deadline_seconds: int,
+    fail_on: Sequence[int] = NON_RETRYABLE_EXIT_CODES,
 ) -> dict[str, Any]:
     all_labels = _labels(model, workload, labels)
     return {
@@ -311,7 +316,7 @@ def _build_job(
                         "onExitCodes": {
                             "containerName": workload,
                             "operator": "In",
-                            "values": NON_RETRYABLE_EXIT_CODES,
+                            "values": list(fail_on),
                         },
                     }
                 ]
@@ -424,6 +429,7 @@ def build_deploy_job(
         },
         backoff_limit=settings.deploy_backoff_limit,
         active_deadline_seconds=deploy_deadline_seconds(settings, rollout or RolloutSpec()),
+        fail_on=DEPLOY_NON_RETRYABLE_EXIT_CODES,
     )
     if kubernetes_api:
         job["spec"]["template"]["spec"]["automountServiceAccountToken"] = True

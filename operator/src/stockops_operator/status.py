@@ -333,14 +333,17 @@ def parse_deploy_result(text: str) -> DeployResult | None:
         The result, or None when no line is a JSON object (a Job that crashed early).
     """
     payload = last_json_object(text)
-    if payload is None:
+    # With FallbackToLogsOnError a crashed Job's message is its last log lines, which may be
+    # JSON log records: only a line naming its target is a result.
+    if payload is None or not payload.get("target"):
         return None
 
     def get(snake: str, camel: str) -> Any:
         return payload.get(snake, payload.get(camel))
 
+    shares = get("traffic", "traffic")
     traffic: dict[str, int] = {}
-    for version, percent in (get("traffic", "traffic") or {}).items():
+    for version, percent in (shares if isinstance(shares, dict) else {}).items():
         if isinstance(percent, int | float) and not isinstance(percent, bool):
             traffic[str(version)[:32]] = int(percent)
     return DeployResult(

@@ -128,7 +128,7 @@ def test_train_job_carries_schedule_limits_owner_and_its_own_name() -> None:
     assert job["spec"]["ttlSecondsAfterFinished"] == Settings().job_ttl_seconds
     rule = job["spec"]["podFailurePolicy"]["rules"][0]
     assert rule["action"] == "FailJob"
-    assert 3 in rule["onExitCodes"]["values"]
+    assert sorted(rule["onExitCodes"]["values"]) == [3, 4]
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     c = container(job)
@@ -167,6 +167,10 @@ def test_deploy_job_names_the_version() -> None:
     assert kserve["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
     # A KServe predictor runs the workload image: the deploy Job passes it on.
     assert env["STOCKOPS_WORKLOAD_IMAGE"] == Settings().workload_image
+    # A rollout that failed (and was rolled back) is not run again by the Job controller.
+    (rule,) = job["spec"]["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob"
+    assert sorted(rule["onExitCodes"]["values"]) == [3, 4, 6]
 
 
 def test_deploy_deadline_covers_the_whole_rollout_policy() -> None:

@@ -155,3 +155,13 @@ def test_deploy_result_reads_the_last_json_line_in_either_case() -> None:
 def test_deploy_result_of_a_crashed_job_is_none() -> None:
     assert st.parse_deploy_result("Traceback (most recent call last):\n  boom\n") is None
     assert st.parse_deploy_result("") is None
+    # FallbackToLogsOnError: the last log lines, JSON records included, are not a result.
+    log_line = '{"level":"ERROR","logger":"stockops","message":"boom","traffic":"x"}'
+    assert st.parse_deploy_result(log_line) is None
+
+
+def test_deploy_result_with_a_malformed_traffic_map_keeps_the_rest() -> None:
+    result = st.parse_deploy_result('{"target":"local","serving_version":"2","traffic":[100]}')
+    assert result is not None
+    assert result.traffic == {}
+    assert result.serving_version == "2"
