@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from stockops_model.errors import ExitCode, SpecError, StoreError
+from stockops_model.errors import ExitCode, SpecError, StockopsError, StoreError
 from stockops_model.server.command import API_KEY_ENV
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from stockops_model.deploy.base import RolloutResult
+    from stockops_model.deploy.local import LocalTarget
     from stockops_model.sink import Sink
     from stockops_model.spec import RetrainSchedule, StockModel
     from stockops_model.store import DayObject, StoreLocation
@@ -195,6 +196,7 @@ class LocalLoop:
         # The same key as `stockops serve`: unset, the local server is open to this machine.
         self.api_key = os.environ.get(API_KEY_ENV) or None
         self.cycles = 0
+        self._target: LocalTarget | None = None  # one client to the server for every cycle
 
     @property
     def page_url(self) -> str:
@@ -221,7 +223,14 @@ class LocalLoop:
             if data_plane.done():
                 _print_landed(Console(), self.model, data_plane.result())
             while not serving.done():
-                await _in_daemon_thread(self.cycle)
+                try:
+                    await _in_daemon_thread(self.cycle)
+                except StockopsError as exc:
+                    # Too little data yet, a rolled-back rollout, MLflow away: the server
+                    # keeps serving what it has, and the next instant tries again.
+                    self.console.print(f"[bold red]cycle {self.cycles} failed:[/] {exc}")
+                    if once:
+                        return int(exc.exit_code)
                 if once:
                     break
                 if timing is None:
@@ -235,8 +244,11 @@ class LocalLoop:
             server.should_exit = True
             data_plane.cancel()
             await asyncio.gather(serving, data_plane, return_exceptions=True)
-        if data_plane.done() and not data_plane.cancelled() and data_plane.exception():
-            raise data_plane.exception()  # type: ignore[misc]
+            if self._target is not None:
+                self._target.close()
+        for task in (serving, data_plane):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
         return int(ExitCode.OK)
 
     def cycle(self) -> RolloutResult | None:
@@ -260,9 +272,10 @@ class LocalLoop:
         if production is None:
             self.console.print("no production version yet: nothing to deploy")
             return None
-        target = LocalTarget(registry, server_url(self.serving), api_key=self.api_key)
+        if self._target is None:
+            self._target = LocalTarget(registry, server_url(self.serving), api_key=self.api_key)
         release = Release(name, str(production.version), self.tracking_uri)
-        rollout = target.rollout(release, self.model.spec.serving.rollout)
+        rollout = self._target.rollout(release, self.model.spec.serving.rollout)
         Console().print(
             f"[bold]serving version {rollout.serving_version}[/bold] of {name} "
             f"({rollout.message}); page: {self.page_url}"

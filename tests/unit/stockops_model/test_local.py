@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 import yaml
@@ -112,3 +113,30 @@ def test_once_on_embedded_defaults_trains_gates_and_serves_the_production_versio
     assert "rmse" in out
     assert any(word in out for word in ("promoted", "kept"))
     assert f"serving version {production.version}" in " ".join(out.split())
+
+
+@pytest.mark.slow
+def test_a_failed_cycle_is_reported_with_its_exit_code_and_stops_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ten bars cannot fill one training window: the cycle fails as invalid data (exit 4),
+    # says so, and --once then stops the server it started.
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = (REPO / "tests/data/bars-2018-1min/AMZN.csv").read_text().splitlines()[:11]
+    (data / "AMZN.csv").write_text("\n".join(lines) + "\n")
+    doc = yaml.safe_load((REPO / "examples/local/stockmodel.yaml").read_text())
+    doc["spec"]["tickers"] = ["AMZN"]
+    doc["spec"]["source"]["replay"]["path"] = str(data)
+    doc["spec"]["storage"]["path"] = str(tmp_path / "store")
+    doc["spec"]["mlflow"]["trackingUri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    manifest = tmp_path / "stockmodel.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    port = pick_free_port()
+
+    assert main(["up", "--once", "--port", str(port), "-f", str(manifest)]) == 4
+
+    assert "cycle 1 failed" in " ".join(capsys.readouterr().err.split())
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)

@@ -1,8 +1,8 @@
 """The `local` target: point the local scoring server (`stockops serve`) at a new version.
 
 The local server runs `stockops serve --model models:/NAME@serving` and follows the
-registered model's `serving` alias (see .helpers' server contract: an alias URI is polled
-and hot-swapped, `POST /v1/models/reload` polls at once). Rolling out version V:
+registered model's `serving` alias (see docs/serving.md: an alias URI is polled and
+hot-swapped, `POST /v1/models/reload` polls at once). Rolling out version V:
 
 1. read the `serving` alias (the previous version) and check the server answers;
 2. if the alias is V already and the server reports V and is ready, change nothing;
@@ -103,6 +103,10 @@ class LocalTarget:
             timeout=_REQUEST_TIMEOUT_S,
             transport=transport,
         )
+
+    def close(self) -> None:
+        """Close the HTTP connections to the server."""
+        self.http.close()
 
     @property
     def endpoint_url(self) -> str:
