@@ -66,7 +66,7 @@ from stockops_model.deploy.kserve_manifests import (
     build_predictor,
     isvc_namespace,
 )
-from stockops_model.errors import ServiceUnavailableError, SpecError
+from stockops_model.errors import ServiceUnavailableError, SpecError, StockopsError
 from stockops_model.spec import RolloutSpec, StockModel
 
 log = logging.getLogger(__name__)
@@ -361,6 +361,7 @@ class KServeTarget:
         applied: list[int] = []
         traffic: dict[str, int] = {previous: 100}
         url = state.endpoint_url
+        touched = False  # whether the InferenceService has changed yet
         try:
             for step in [*steps, 100]:
                 self._apply(
@@ -372,6 +373,7 @@ class KServeTarget:
                         canary_percent=None if step == 100 else step,
                     )
                 )
+                touched = True
                 log.info("%s: version %s at %d %%", self.isvc_name, release.version, step)
                 reached = self._wait(policy, before, step, stable=state.latest_rolled_out)
                 before = None  # the canary's revision is now the latest created one
@@ -382,6 +384,12 @@ class KServeTarget:
                     self.clock.sleep(policy.step_wait_seconds)
                     self._check_still_ready(step)
         except _StepFailedError as exc:
+            return self._fail(release, policy, previous, previous_predictor, state, applied, exc)
+        except StockopsError as exc:
+            # The API server gave up on us (or refused a write) after the canary moved:
+            # traffic must not stay split, so roll back as for a failed step.
+            if not touched:
+                raise
             return self._fail(release, policy, previous, previous_predictor, state, applied, exc)
         return self._result(
             release,
@@ -454,7 +462,7 @@ class KServeTarget:
         previous_predictor: Mapping[str, Any],
         state: PredictorState,
         applied: Sequence[int],
-        exc: _StepFailedError,
+        exc: Exception,
     ) -> RolloutResult:
         what = f"version {release.version} failed at {[*applied]} ({exc})"
         if not policy.auto_rollback:
@@ -485,7 +493,9 @@ class KServeTarget:
                     self.model,
                     old,
                     image=self.image,
-                    previous_version=restored_previous,
+                    # While the canary field stays, `previous` is the stable version; only
+                    # the final write (no canary) goes back to the one before it.
+                    previous_version=previous if canary == 0 else restored_previous,
                     canary_percent=canary,
                     predictor=previous_predictor,
                 )

@@ -308,6 +308,63 @@ def test_a_version_that_fails_is_rolled_back_to_the_previous_one() -> None:
     assert rig.target.serving_version() == "1"
 
 
+def test_a_restore_that_never_gets_ready_still_reads_as_the_old_version() -> None:
+    # v2 fails; the fresh revision of v1's spec then never gets ready either, so the canary
+    # field stays at 0 with the old revision serving everything. The object must still say
+    # which version that is, so the next rollout can start from it.
+    rig = Rig({"2": "fail"})
+    rig.target.rollout(release("1"), POLICY)
+    rig.kserve.behaviours["1"] = "never-ready"
+
+    with pytest.raises(RolloutFailedError) as failed:
+        rig.target.rollout(release("2"), POLICY)
+
+    assert "canaryTrafficPercent 0 stays" in failed.value.result.message
+    state = PredictorState.of(rig.isvc())
+    assert state.canary_percent == 0
+    assert state.stable_version == "1"
+    assert rig.target.serving_version() == "1"
+    rig.kserve.behaviours.clear()
+    assert rig.target.rollout(release("3"), POLICY).succeeded
+
+
+def test_an_api_server_that_gives_up_mid_canary_gets_the_traffic_rolled_back() -> None:
+    rig = Rig()
+    rig.target.rollout(release("1"), POLICY)
+    # The 10 % write lands; the three tries of the 50 % write all fail; then the API server
+    # is back for the rollback.
+    flaky = FailingApplies(rig.api, failing={2, 3, 4})
+    target = KServeTarget(stockmodel(), flaky, image=IMAGE, clock=rig.clock)
+
+    with pytest.raises(RolloutFailedError) as failed:
+        target.rollout(release("2"), POLICY)
+
+    assert failed.value.result.rolled_back
+    assert "did not answer" in failed.value.result.message
+    state = PredictorState.of(rig.isvc())
+    assert state.canary_percent is None
+    assert rig.target.serving_version() == "1"
+    assert state.traffic == {state.latest_ready: 100}
+
+
+class FailingApplies:
+    """Wraps FakeInferenceServices; the writes numbered in `failing` raise as an outage would."""
+
+    def __init__(self, inner: FakeInferenceServices, failing: set[int]) -> None:
+        self.inner = inner
+        self.failing = failing
+        self.applies = 0
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.inner.get(namespace, name)
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        self.applies += 1
+        if self.applies in self.failing:
+            raise ServiceUnavailableError(f"write {self.applies}: the API server did not answer")
+        return self.inner.apply(manifest)
+
+
 def test_a_version_that_never_gets_ready_is_rolled_back_after_the_readiness_timeout() -> None:
     rig = Rig({"2": "never-ready"})
     rig.target.rollout(release("1"), POLICY)
