@@ -94,12 +94,16 @@ def traffic_map(deployments: Sequence[str], shares: Mapping[str, int]) -> dict[s
         ValueError: the shares do not sum to 100, are out of range, or name a deployment the
             endpoint does not have.
     """
-    unknown = sorted(set(shares) - set(deployments))
+    # Azure ML compares deployment names case-insensitively and the SDK lowercases the keys
+    # of a traffic map, so a deployment named "Blue" and a share for "blue" are the same.
+    known = {name.lower() for name in deployments}
+    wanted = {name.lower(): int(share) for name, share in shares.items()}
+    unknown = sorted(set(wanted) - known)
     if unknown:
         raise ValueError(f"traffic names unknown deployment(s) {', '.join(unknown)}")
-    if any(not 0 <= share <= 100 for share in shares.values()) or sum(shares.values()) != 100:
+    if any(not 0 <= share <= 100 for share in wanted.values()) or sum(wanted.values()) != 100:
         raise ValueError(f"traffic shares must be 0-100 and sum to 100, got {dict(shares)}")
-    return {name.lower(): int(shares.get(name, 0)) for name in sorted(deployments)}
+    return {name: wanted.get(name, 0) for name in sorted(known)}
 
 
 def build_endpoint(spec: AzureMLSpec, traffic: Mapping[str, int] | None = None) -> OnlineEndpoint:

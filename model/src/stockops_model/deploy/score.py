@@ -112,7 +112,7 @@ def _read_bars(raw: str | bytes | dict[str, Any]) -> list[dict[str, Any]]:
     else:
         try:
             body = json.loads(raw)
-        except (TypeError, json.JSONDecodeError) as exc:
+        except (TypeError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
             raise _RequestError(f"body: not valid JSON: {exc}", "invalid_json", None) from None
     if not isinstance(body, dict):
         raise _RequestError('body: must be a JSON object {"bars": [...]}', "invalid_shape", None)

@@ -598,6 +598,9 @@ def test_traffic_map_names_every_deployment_and_sums_to_100() -> None:
         traffic_map(deployments, {V2: 10})
     with pytest.raises(ValueError, match="unknown"):
         traffic_map(deployments, {"green": 100})
+    # A deployment created as "Blue" elsewhere is the "blue" of a traffic map.
+    assert traffic_map([V1, "Blue"], {V1: 40, "blue": 60}) == {V1: 40, "blue": 60}
+    assert traffic_map([V1, "Blue"], {V1: 100}) == {V1: 100, "blue": 0}
 
 
 def test_an_update_changes_traffic_only_and_survives_the_sdk_rewrite() -> None:

@@ -154,6 +154,7 @@ def test_a_bar_without_a_column_is_an_error_body(loaded: None, bars: pd.DataFram
     ("raw", "reason", "field"),
     [
         ("not json", "invalid_json", None),
+        (b"\xff\xfe{", "invalid_json", None),  # not UTF-8
         ('{"rows": []}', "invalid_shape", "bars"),
         ('{"bars": []}', "no_bars", "bars"),
         ("[1]", "invalid_shape", None),
@@ -161,7 +162,7 @@ def test_a_bar_without_a_column_is_an_error_body(loaded: None, bars: pd.DataFram
     ],
 )
 def test_malformed_requests_are_error_bodies(
-    loaded: None, raw: str, reason: str, field: str | None
+    loaded: None, raw: str | bytes, reason: str, field: str | None
 ) -> None:
     answer = score.run(raw)
 
