@@ -36,6 +36,7 @@ from stockops_model.spec import (
     RetrainScheduleSpec,
     RolloutSpec,
     RuntimeSpec,
+    ServingTarget,
     WorkloadRuntimeSpec,
 )
 from stockops_operator.schedules import format_time
@@ -380,16 +381,21 @@ def build_train_job(
     )
 
 
-def deploy_deadline_seconds(settings: Settings, rollout: RolloutSpec) -> int:
+def deploy_deadline_seconds(
+    settings: Settings, rollout: RolloutSpec, target: ServingTarget = ServingTarget.LOCAL
+) -> int:
     """The deploy Job's `activeDeadlineSeconds`: the chart's, or the policy's worst case.
 
-    Worst case: a readiness wait per canary step, the observation time between steps, and one
-    more readiness wait for a rollback, plus five minutes for downloads and registration.
-    Killing a rollout mid-way would leave it half shifted, so the deadline never cuts it short.
+    Worst case: the readiness waits of every canary step, the observation time between
+    steps, and the waits of a rollback, plus five minutes for downloads and registration.
+    Azure ML waits up to three times per step (the endpoint settling before and after a
+    traffic update, then the deployment), KServe and the local server once. Killing a
+    rollout mid-way would leave it half shifted, so the deadline leaves it room to finish.
     """
     steps = len(rollout.canary_steps)
+    waits_per_step = 3 if target == ServingTarget.AZUREML else 1
     worst = (
-        (steps + 1) * rollout.readiness_timeout_seconds
+        (steps + 1) * waits_per_step * rollout.readiness_timeout_seconds
         + max(steps - 1, 0) * rollout.step_wait_seconds
         + 300
     )
@@ -404,14 +410,14 @@ def build_deploy_job(
     settings: Settings,
     runtime: RuntimeSpec | None = None,
     rollout: RolloutSpec | None = None,
-    kubernetes_api: bool = False,
+    target: ServingTarget = ServingTarget.LOCAL,
 ) -> dict[str, Any]:
     """The deploy Job rolling `version` (the MLflow production version) out; owned by the model.
 
     The Job also gets the workload image (`STOCKOPS_WORKLOAD_IMAGE`: a KServe predictor runs
     it) and an `activeDeadlineSeconds` long enough for the whole rollout policy, see
-    `deploy_deadline_seconds`. `kubernetes_api`: the target is in the cluster (KServe), so the
-    Pod mounts its ServiceAccount token; the workload ServiceAccount does not mount one.
+    `deploy_deadline_seconds`. A target in the cluster (KServe) gets the Pod's ServiceAccount
+    token mounted; the workload ServiceAccount does not mount one.
     """
     runtime = runtime or RuntimeSpec()
     job = _build_job(
@@ -428,9 +434,9 @@ def build_deploy_job(
             "STOCKOPS_WORKLOAD_IMAGE": runtime.image or settings.workload_image,
         },
         backoff_limit=settings.deploy_backoff_limit,
-        active_deadline_seconds=deploy_deadline_seconds(settings, rollout or RolloutSpec()),
+        active_deadline_seconds=deploy_deadline_seconds(settings, rollout or RolloutSpec(), target),
         fail_on=DEPLOY_NON_RETRYABLE_EXIT_CODES,
     )
-    if kubernetes_api:
+    if target == ServingTarget.KSERVE:
         job["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
     return job

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from stockops_model.spec import RetrainScheduleSpec, RolloutSpec, RuntimeSpec, StockModelSpec
+from stockops_model.spec import (
+    RetrainScheduleSpec,
+    RolloutSpec,
+    RuntimeSpec,
+    ServingTarget,
+    StockModelSpec,
+)
 from stockops_operator import builders
 from stockops_operator.settings import Settings
 
@@ -162,7 +168,11 @@ def test_deploy_job_names_the_version() -> None:
     # Only a target inside the cluster (KServe) gets the ServiceAccount token mounted.
     assert "automountServiceAccountToken" not in job["spec"]["template"]["spec"]
     kserve = builders.build_deploy_job(
-        name="demo-deploy-v3", model=MODEL, version="3", settings=Settings(), kubernetes_api=True
+        name="demo-deploy-v3",
+        model=MODEL,
+        version="3",
+        settings=Settings(),
+        target=ServingTarget.KSERVE,
     )
     assert kserve["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
     # A KServe predictor runs the workload image: the deploy Job passes it on.
@@ -188,6 +198,10 @@ def test_deploy_deadline_covers_the_whole_rollout_policy() -> None:
         name="demo-deploy-v3", model=MODEL, version="3", settings=settings, rollout=slow
     )
     assert job["spec"]["activeDeadlineSeconds"] == 4 * 900 + 2 * 60 + 300
+    # Azure ML also waits for the endpoint to settle around every traffic update.
+    assert builders.deploy_deadline_seconds(settings, slow, ServingTarget.AZUREML) == (
+        3 * 4 * 900 + 2 * 60 + 300
+    )
 
 
 def test_spec_runtime_overrides_the_chart_defaults() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from stockops_model.spec import ServingTarget, StockModelSpec, describe_spec_error
+from stockops_model.spec import StockModelSpec, describe_spec_error
 from stockops_operator import appliers, builders, metrics, plans, registry
 from stockops_operator.handlers.outcomes import reconciling
 from stockops_operator.kubeapi import STOCKMODELS
@@ -104,7 +104,7 @@ async def _reconcile(
             settings=rt.settings,
             runtime=spec.runtime,
             rollout=spec.serving.rollout,
-            kubernetes_api=spec.serving.target == ServingTarget.KSERVE,
+            target=spec.serving.target,
         )
         if await appliers.create_job(rt.kube, job) is not None:
             metrics.JOBS_CREATED.labels("deploy", "version").inc()
