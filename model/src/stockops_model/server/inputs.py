@@ -110,9 +110,13 @@ def bars_from_columns(
                 reason="invalid_price" if name != "volume" else "invalid_volume",
             )
     out: list[TickerBars] = []
-    symbol_array = np.asarray(symbols, dtype=object)
-    for symbol in sorted(set(symbols)):
-        rows = np.flatnonzero(symbol_array == symbol)
+    distinct = sorted(set(symbols))
+    symbol_array = np.asarray(symbols, dtype=object) if len(distinct) > 1 else None
+    for symbol in distinct:
+        if symbol_array is None:  # one ticker, the usual request: every row is its
+            rows = np.arange(len(symbols))
+        else:
+            rows = np.flatnonzero(symbol_array == symbol)
         stamps = ts[rows]
         steps = np.diff(stamps.view(np.int64))
         if (steps <= 0).any():
@@ -147,13 +151,13 @@ def bars_from_columns(
 
 def parse_timestamps(values: list[Any], field_of: FieldOf) -> npt.NDArray[np.datetime64]:
     """ISO 8601 strings to datetime64[ns] UTC (naive strings are UTC)."""
-    for i, value in enumerate(values):
-        if type(value) is not str:
-            raise InputError(
-                f"{field_of('ts', i)}: must be an ISO 8601 string, got {_kind(value)}",
-                field=field_of("ts", i),
-                reason="invalid_timestamp",
-            )
+    if set(map(type, values)) - {str}:
+        i = next(i for i, v in enumerate(values) if type(v) is not str)
+        raise InputError(
+            f"{field_of('ts', i)}: must be an ISO 8601 string, got {_kind(values[i])}",
+            field=field_of("ts", i),
+            reason="invalid_timestamp",
+        )
     fast = _parse_utc_z(values)
     if fast is not None:
         return fast
@@ -217,13 +221,13 @@ def _check_count(count: int, field: str, max_bars: int) -> None:
 
 def _symbols(values: list[Any], tickers: Sequence[str], field_of: FieldOf) -> list[str]:
     known = set(tickers)
-    for i, value in enumerate(values):
-        if type(value) is not str:
-            raise InputError(
-                f"{field_of('symbol', i)}: must be a string, got {_kind(value)}",
-                field=field_of("symbol", i),
-                reason="invalid_symbol",
-            )
+    if set(map(type, values)) - {str}:
+        i = next(i for i, v in enumerate(values) if type(v) is not str)
+        raise InputError(
+            f"{field_of('symbol', i)}: must be a string, got {_kind(values[i])}",
+            field=field_of("symbol", i),
+            reason="invalid_symbol",
+        )
     unknown = set(values) - known
     if unknown:
         first = next(i for i, v in enumerate(values) if v in unknown)
@@ -239,8 +243,7 @@ def _symbols(values: list[Any], tickers: Sequence[str], field_of: FieldOf) -> li
 
 def _numbers(values: list[Any], name: str, field_of: FieldOf) -> npt.NDArray[np.float64]:
     # bool is an int to Python; a price of `true` is a client bug, not 1.0.
-    kinds = {type(v) for v in values}
-    if not kinds <= {float, int}:
+    if set(map(type, values)) - {float, int}:
         i = next(i for i, v in enumerate(values) if type(v) not in (float, int))
         raise InputError(
             f"{field_of(name, i)}: must be a number, got {_kind(values[i])}",
