@@ -11,7 +11,9 @@ implements `stockops_model.deploy.base.DeployTarget`:
 
 The outcome is ONE JSON line (the last on stdout, and the termination log): `target`,
 `requested_version`, `serving_version`, `previous_version`, `endpoint_url`, `traffic`
-(version -> percent), `rolled_back`, `succeeded`, `message`, `steps`.
+(version -> percent), `rolled_back`, `succeeded`, `message`, `steps`. It is printed on every
+exit once the spec and the version are known (on exits 3 and 5 with `succeeded` false and
+the error as `message`).
 
 Exit codes: 0 the version serves; 3 bad spec; 5 a dependency is unreachable (nothing
 changed, retry); 6 the rollout failed and the previous version was restored.
@@ -25,7 +27,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from stockops_model.errors import ExitCode, SpecError
+from stockops_model.errors import ExitCode, SpecError, StockopsError
 from stockops_model.results import emit_result
 
 if TYPE_CHECKING:
@@ -84,7 +86,7 @@ def resolve_version(explicit: str | None, model_name: str, tracking_uri: str) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from stockops_model.deploy.base import Release, RolloutFailedError
+    from stockops_model.deploy.base import Release, RolloutFailedError, RolloutResult
     from stockops_model.spec import load_stockmodel
     from stockops_model.tracking import resolve_tracking_uri
 
@@ -92,12 +94,17 @@ def run(args: argparse.Namespace) -> int:
     tracking_uri = resolve_tracking_uri(args.tracking_uri, model.spec)
     name = model.spec.mlflow.model_name
     release = Release(name, resolve_version(args.version, name, tracking_uri), tracking_uri)
-    target = build_target(model, tracking_uri)
-    log.info("rolling out %s to %s", release.model_uri, target.name)
     try:
+        target = build_target(model, tracking_uri)
+        log.info("rolling out %s to %s", release.model_uri, target.name)
         result = target.rollout(release, model.spec.serving.rollout)
     except RolloutFailedError as exc:
         emit_result(exc.result.to_json())
+        raise
+    except StockopsError as exc:
+        # Nothing changed (a bad target setting, a dependency away): the line says why, so
+        # the operator can show it next to the failed or retried Job.
+        emit_result(RolloutResult.unchanged(model, release.version, str(exc)).to_json())
         raise
     emit_result(result.to_json())
     return int(ExitCode.OK)

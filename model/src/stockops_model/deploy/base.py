@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stockops_model.errors import RolloutError
-from stockops_model.spec import RolloutSpec
+from stockops_model.spec import RolloutSpec, StockModel
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,18 @@ class RolloutResult:
     rolled_back: bool = False
     message: str = ""
     steps: list[int] = field(default_factory=list)  # traffic percentages applied, in order
+
+    @classmethod
+    def unchanged(cls, model: StockModel, version: str, message: str) -> RolloutResult:
+        """The result of a rollout that stopped before changing anything."""
+        return cls(
+            target=str(model.spec.serving.target),
+            requested_version=version,
+            serving_version=None,
+            previous_version=None,
+            endpoint_url=None,
+            message=message,
+        )
 
     @property
     def succeeded(self) -> bool:

@@ -570,6 +570,5 @@ def build_target(model: StockModel, tracking_uri: str) -> KServeTarget:
     `tracking_uri` is not used here: each `Release` carries the one its predictor gets.
     """
     del tracking_uri
-    return KServeTarget(
-        model, KubeInferenceServices(kube_api_client()), image=workload_image(model)
-    )
+    image = workload_image(model)  # a spec error before any connection
+    return KServeTarget(model, KubeInferenceServices(kube_api_client()), image=image)
