@@ -115,12 +115,21 @@ def spec_configmap_name(model: str) -> str:
     return f"{model}-spec"
 
 
-def build_spec_manifest(name: str, namespace: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The StockModel manifest the workloads read with `-f` (no status, no server fields)."""
+def build_spec_manifest(
+    name: str, namespace: str, uid: str | None, spec: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The StockModel manifest the workloads read with `-f` (no status, no server fields).
+
+    The uid lets a workload make what it creates in the cluster (a KServe InferenceService)
+    owned by the StockModel, so deleting the model deletes it too.
+    """
+    metadata = {"name": name, "namespace": namespace}
+    if uid:
+        metadata["uid"] = uid
     return {
         "apiVersion": API_VERSION,
         "kind": "StockModel",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": metadata,
         "spec": dict(spec),
     }
 
@@ -132,7 +141,7 @@ def spec_hash(manifest: Mapping[str, Any]) -> str:
 
 def build_spec_configmap(owner: Owner, spec: Mapping[str, Any]) -> dict[str, Any]:
     """The ConfigMap `<model>-spec` with the StockModel manifest as `stockmodel.json`."""
-    manifest = build_spec_manifest(owner.name, owner.namespace, spec)
+    manifest = build_spec_manifest(owner.name, owner.namespace, owner.uid, spec)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

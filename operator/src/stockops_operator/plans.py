@@ -125,7 +125,9 @@ def model_state(
         problem = describe_spec_error(f"StockModel/{name}", exc).replace("\n", "; ")
         return ModelState(MODEL_INVALID, f"invalid spec: {problem}")
     meta = model.get("metadata") or {}
-    manifest = build_spec_manifest(name, str(meta.get("namespace")), spec.to_wire())
+    manifest = build_spec_manifest(
+        name, str(meta.get("namespace")), meta.get("uid"), spec.to_wire()
+    )
     found = ((configmap or {}).get("metadata") or {}).get("annotations") or {}
     if found.get(ANNOTATION_SPEC_HASH) != spec_hash(manifest):
         return ModelState(

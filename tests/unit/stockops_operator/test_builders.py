@@ -48,6 +48,8 @@ def test_spec_configmap_holds_a_manifest_the_workloads_can_load(spec: dict[str, 
     assert loaded.metadata.name == "demo"
     assert loaded.metadata.namespace == "prod"
     assert loaded.spec.to_wire() == spec
+    # The uid travels too: a workload can make what it creates owned by the model.
+    assert (loaded.metadata.model_extra or {})["uid"] == "uid-1"
 
 
 def test_spec_hash_changes_with_the_spec(spec: dict[str, Any]) -> None:

@@ -155,21 +155,37 @@ def build_inference_service(
         spec = {k: v for k, v in predictor.items() if k != "canaryTrafficPercent"}
         if canary_percent is not None:
             spec["canaryTrafficPercent"] = canary_percent
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": isvc_namespace(model),
+        "labels": {
+            "app.kubernetes.io/name": "stockops",
+            "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/component": "serve",
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+            LABEL_MODEL: name,
+        },
+        "annotations": annotations,
+    }
+    uid = (model.metadata.model_extra or {}).get("uid")
+    if uid and metadata["namespace"] == model.metadata.namespace:
+        # Owned by the StockModel (the operator puts its uid in the mounted manifest), so the
+        # garbage collector deletes the InferenceService with the model. Owners cannot be in
+        # another namespace; blockOwnerDeletion would need rights on the model's finalizers.
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": model.api_version,
+                "kind": "StockModel",
+                "name": name,
+                "uid": str(uid),
+                "controller": True,
+                "blockOwnerDeletion": False,
+            }
+        ]
     return {
         "apiVersion": API_VERSION,
         "kind": "InferenceService",
-        "metadata": {
-            "name": name,
-            "namespace": isvc_namespace(model),
-            "labels": {
-                "app.kubernetes.io/name": "stockops",
-                "app.kubernetes.io/instance": name,
-                "app.kubernetes.io/component": "serve",
-                "app.kubernetes.io/managed-by": MANAGED_BY,
-                LABEL_MODEL: name,
-            },
-            "annotations": annotations,
-        },
+        "metadata": metadata,
         "spec": {"predictor": spec},
     }
 

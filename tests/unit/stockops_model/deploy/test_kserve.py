@@ -50,12 +50,15 @@ class FakeClock:
         self.now += seconds
 
 
-def stockmodel(serving: Mapping[str, Any] | None = None, **runtime: Any) -> StockModel:
+def stockmodel(
+    serving: Mapping[str, Any] | None = None, uid: str | None = None, **runtime: Any
+) -> StockModel:
+    metadata = {"name": "spy-lstm", "namespace": "markets", **({"uid": uid} if uid else {})}
     model = parse_resource(
         {
             "apiVersion": "stockops.io/v1alpha1",
             "kind": "StockModel",
-            "metadata": {"name": "spy-lstm", "namespace": "markets"},
+            "metadata": metadata,
             "spec": {
                 "tickers": ["SPY"],
                 "storage": {"path": "/data"},
@@ -134,6 +137,31 @@ def test_the_predictor_serves_the_pinned_version_with_stockops_serve() -> None:
         ANNOTATION_VERSION: "7",
     }
     assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
+
+
+def test_the_service_is_owned_by_its_stockmodel_when_the_operator_gave_the_uid() -> None:
+    owned = stockmodel(uid="0b4c2f9e-uid")
+    (owner,) = build_inference_service(owned, release("3"), image=IMAGE)["metadata"][
+        "ownerReferences"
+    ]
+    assert owner == {
+        "apiVersion": "stockops.io/v1alpha1",
+        "kind": "StockModel",
+        "name": "spy-lstm",
+        "uid": "0b4c2f9e-uid",
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }
+    # An owner must live in the same namespace; a model run by hand has no uid at all.
+    elsewhere = stockmodel({"kserve": {"namespace": "serving"}}, uid="0b4c2f9e-uid")
+    assert (
+        "ownerReferences"
+        not in build_inference_service(elsewhere, release("3"), image=IMAGE)["metadata"]
+    )
+    assert (
+        "ownerReferences"
+        not in build_inference_service(stockmodel(), release("3"), image=IMAGE)["metadata"]
+    )
 
 
 def test_a_canary_names_its_percent_and_the_version_it_is_measured_against() -> None:
