@@ -46,6 +46,7 @@ from stockops_model.server.problems import ApiError, problem_of
 from stockops_model.server.recent import BarSource
 from stockops_model.server.runtime import API_KEY_HEADER, Runtime, ServerConfig, json_response
 from stockops_model.server.slot import (
+    DEFAULT_RETRY_SECONDS,
     LoadedModel,
     ModelLoader,
     ModelSlot,
@@ -92,7 +93,13 @@ def create_app(
     config = config or ServerConfig()
     metrics = ServerMetrics()
     runner_for = compiled_runner if config.compile_network else plain_runner
-    slot = ModelSlot(source, loader, metrics, runner_for=runner_for)
+    slot = ModelSlot(
+        source,
+        loader,
+        metrics,
+        runner_for=runner_for,
+        retry_seconds=config.poll_seconds or DEFAULT_RETRY_SECONDS,
+    )
     runtime = Runtime(config, slot, metrics, bars)
 
     @contextlib.asynccontextmanager

@@ -2,7 +2,7 @@
 
     stockops serve [--model URI] [-f stockmodel.yaml] [--tracking-uri URI] [--host 127.0.0.1]
                    [--port 8080] [--poll-seconds 30] [--store URL] [--max-body-bytes N]
-                   [--max-bars N]
+                   [--max-bars N] [--no-xla]
 
 The model is `--model`, else `models:/<spec.mlflow.modelName>@production` from the spec
 (`-f` or `STOCKOPS_SPEC_JSON`). The tracking URI is the flag, else `MLFLOW_TRACKING_URI`,
@@ -10,8 +10,10 @@ else the spec's. The API key is `STOCKOPS_API_KEY` (unset: no authentication, wi
 warning). The store for `/v1/forecast` is `--store`, else `STOCKOPS_STORE`, else the spec's.
 
 The server starts answering at once (`/healthz` 200, `/readyz` 503) and loads the model in
-the background; a model that fails to load is retried at each poll and reported in
-`GET /v1/models` and the log, so a registry outage at start does not crash-loop the pod.
+the background. While no model is loaded, a failed load is retried at each poll (a pinned
+`models:/NAME/V` too) and reported by `/readyz`, `GET /v1/models` and the log, so a registry
+outage at start neither crash-loops the pod nor leaves it 503 forever. A new version that
+fails while another serves is retried with backoff (see `stockops_model.server.slot`).
 """
 
 from __future__ import annotations

@@ -13,9 +13,13 @@ reads `slot.current` once at its start and keeps that object, so requests in fli
 on the model they started with; the old model is freed when the last of them is done.
 
 A failed load keeps the old model serving, counts `stockops_serve_reloads_total{outcome=
-"failed"}`, logs, and shows in `last_reload_error`. A version that failed to load is not
-retried at every poll (a broken artifact would be downloaded again every 30 s); a forced
-refresh (`POST /v1/models/reload`) retries it.
+"failed"}`, logs, and shows in `last_reload_error`. While nothing is loaded, every poll
+retries: a pinned `models:/NAME/V` (a KServe predictor) that met one transient registry or
+blob error at start must not stay 503 forever. While an older version serves, a version
+that failed is retried with capped exponential backoff (after one retry interval, the poll
+interval by default, then twice that, and so on up to `MAX_RETRY_SECONDS`), so a broken
+artifact is not downloaded again every 30 s yet a transient failure heals by itself; a
+forced refresh (`POST /v1/models/reload`) retries at once.
 
 Limits: one model at a time; loading holds old and new model in memory together.
 """
@@ -27,7 +31,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import numpy as np
@@ -38,6 +42,9 @@ from stockops_model.server.batching import WindowForecaster
 from stockops_model.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
+
+MAX_RETRY_SECONDS = 600.0  # the longest wait before a failed version is tried again
+DEFAULT_RETRY_SECONDS = 30.0  # the first wait (the server passes its poll interval)
 
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
@@ -197,7 +204,11 @@ class ModelSlot:
         metrics: ServerMetrics | None = None,
         runner_for: Callable[[Forecaster], WindowForecaster] = plain_runner,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
     ) -> None:
+        """`retry_seconds`: the first wait before a failed version is tried again while
+        another version serves; it doubles at each further failure up to
+        `MAX_RETRY_SECONDS`."""
         self.source = source
         self.loader = loader
         self.metrics = metrics
@@ -206,7 +217,10 @@ class ModelSlot:
         self.current: LoadedModel | None = None
         self.reloads = 0  # swaps after the first load
         self.last_reload_error: str | None = None
+        self.retry_seconds = retry_seconds
         self._failed_version: str | None = None
+        self._failures = 0  # consecutive failed loads of `_failed_version`
+        self._retry_at: datetime | None = None
         self._lock = asyncio.Lock()
 
     async def refresh(self, force: bool = False) -> LoadedModel | None:
@@ -224,16 +238,28 @@ class ModelSlot:
             current = self.current
             if current is not None and current.version == version:
                 return current
-            if version is not None and version == self._failed_version and not force:
+            if current is not None and not force and self._backing_off(version):
                 return current
             try:
                 forecaster, runner = await asyncio.to_thread(self._load, version)
             except Exception as exc:
-                self._failed_version = version
+                self._note_failed_load(version)
                 self._failed(f"cannot load version {version}", exc)
                 return self.current
             self._swap(LoadedModel(self.source, version, forecaster, self.clock(), runner))
             return self.current
+
+    def _backing_off(self, version: str | None) -> bool:
+        """Whether `version` failed to load and its next retry is not due yet."""
+        if version is None or version != self._failed_version or self._retry_at is None:
+            return False
+        return self.clock() < self._retry_at
+
+    def _note_failed_load(self, version: str | None) -> None:
+        self._failures = self._failures + 1 if version == self._failed_version else 1
+        self._failed_version = version
+        wait = min(self.retry_seconds * 2 ** min(self._failures - 1, 20), MAX_RETRY_SECONDS)
+        self._retry_at = self.clock() + timedelta(seconds=wait)
 
     def _load(self, version: str | None) -> tuple[Forecaster, WindowForecaster]:
         forecaster = self.loader.load(version)
@@ -248,6 +274,8 @@ class ModelSlot:
             self.reloads += 1
         self.last_reload_error = None
         self._failed_version = None
+        self._failures = 0
+        self._retry_at = None
         if self.metrics is not None:
             self.metrics.reloads.labels("loaded").inc()
             self.metrics.serving(model.name, model.version or "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -82,20 +83,86 @@ async def test_a_model_that_cannot_forecast_is_not_swapped_in(payload: dict[str,
     assert "warm-up forecast is not finite" in status["last_reload_error"]
 
 
-async def test_a_failed_version_is_retried_on_request_not_at_every_poll() -> None:
+class FakeClock:
+    """A fake wall clock for the slot's retry backoff; `advance` moves it."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+async def test_a_failed_version_is_retried_with_backoff_while_another_serves() -> None:
+    app = build_app({"1": NaiveForecaster(TICKERS), "2": DataError("broken")})
+    slot = app.state.runtime.slot
+    slot.clock = clock = FakeClock()
+    slot.retry_seconds = 30.0
+    loader: FakeLoader = slot.loader
+    await slot.refresh()
+    loader.alias = "2"
+    await slot.refresh()
+    clock.advance(10)
+    await slot.refresh()  # a poll before the retry is due: not downloaded again
+    assert loader.loads == ["1", "2"]
+    clock.advance(20)
+    await slot.refresh()  # 30 s after the failure: retried, fails again
+    assert loader.loads == ["1", "2", "2"]
+    clock.advance(59)
+    await slot.refresh()  # the wait doubled to 60 s
+    assert loader.loads == ["1", "2", "2"]
+    loader.versions["2"] = NaiveForecaster(TICKERS)  # the transient failure is over
+    clock.advance(1)
+    await slot.refresh()
+    assert loader.loads == ["1", "2", "2", "2"]
+    assert slot.current.version == "2"
+    assert slot.last_reload_error is None
+
+
+async def test_the_backoff_is_capped_at_ten_minutes() -> None:
+    app = build_app({"1": NaiveForecaster(TICKERS), "2": DataError("broken")})
+    slot = app.state.runtime.slot
+    slot.clock = clock = FakeClock()
+    slot.retry_seconds = 30.0
+    loader: FakeLoader = slot.loader
+    await slot.refresh()
+    loader.alias = "2"
+    for _ in range(12):  # far past 30 * 2**5 = 960 s
+        await slot.refresh()
+        clock.advance(600)
+    await slot.refresh()
+    assert loader.loads == ["1"] + ["2"] * 13  # every refresh 10 minutes apart retried
+
+
+async def test_a_forced_reload_retries_a_failed_version_at_once() -> None:
     app = build_app({"1": NaiveForecaster(TICKERS), "2": DataError("broken")})
     slot = app.state.runtime.slot
     loader: FakeLoader = slot.loader
     await slot.refresh()
     loader.alias = "2"
     await slot.refresh()
-    await slot.refresh()  # a poll: the same broken version is not downloaded again
-    assert loader.loads == ["1", "2"]
     loader.versions["2"] = NaiveForecaster(TICKERS)
     await slot.refresh(force=True)  # POST /v1/models/reload
     assert loader.loads == ["1", "2", "2"]
     assert slot.current.version == "2"
-    assert slot.last_reload_error is None
+
+
+async def test_a_pinned_version_that_failed_at_start_is_retried_at_every_poll() -> None:
+    # A KServe predictor pins models:/NAME/V: one transient blob error at pod start must
+    # not leave it 503 forever.
+    app = build_app({"1": ServiceUnavailableError("blob read timed out")})
+    slot = app.state.runtime.slot
+    loader: FakeLoader = slot.loader
+    await slot.refresh()
+    await slot.refresh()
+    assert loader.loads == ["1", "1"]
+    assert slot.current is None
+    loader.versions["1"] = NaiveForecaster(TICKERS)
+    await slot.refresh()  # a poll, not a forced reload
+    assert app.state.runtime.slot.current.version == "1"
 
 
 async def test_a_registry_outage_keeps_serving_and_forgets_nothing() -> None:
