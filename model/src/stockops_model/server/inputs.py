@@ -8,7 +8,8 @@ request; both check what `forecaster.prepare_bars` checks, with numpy, and raise
 
 - the shape: an object with a list of objects, each with the seven fields;
 - symbol: a string, one of the model's tickers;
-- ts: an ISO 8601 string (naive means UTC), strictly increasing per ticker (no repeats);
+- ts: an ISO 8601 string (naive means UTC) within datetime64[ns]'s range (1677-09-21 to
+  2262-04-11), strictly increasing per ticker (no repeats);
 - open/high/low/close: numbers, finite and > 0; volume: a number, finite and >= 0;
 - at least `min_bars` bars per ticker and at most `max_bars` in all.
 
@@ -40,6 +41,9 @@ NUMERIC_FIELDS: tuple[str, ...] = (*PRICE_FIELDS, "volume")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FIELDS = operator.itemgetter(*INPUT_COLUMNS)
 _NS_PER_US = 1000
+# datetime64[ns]'s range; int64's minimum is NaT.
+_MIN_NS = int(np.iinfo(np.int64).min) + 1
+_MAX_NS = int(np.iinfo(np.int64).max)
 
 
 def parse_json(body: bytes) -> Any:
@@ -168,26 +172,41 @@ def parse_timestamps(values: list[Any], field_of: FieldOf) -> npt.NDArray[np.dat
             if stamp.tzinfo is None:
                 stamp = stamp.replace(tzinfo=UTC)
             delta = stamp - _EPOCH
-            out[i] = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + (
-                delta.microseconds * _NS_PER_US
-            )
         except (ValueError, OverflowError):
             raise InputError(
                 f"{field_of('ts', i)}: cannot be read as an ISO 8601 timestamp: {value[:64]!r}",
                 field=field_of("ts", i),
                 reason="invalid_timestamp",
             ) from None
+        ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + (
+            delta.microseconds * _NS_PER_US
+        )
+        if not _MIN_NS <= ns <= _MAX_NS:
+            raise InputError(
+                f"{field_of('ts', i)}: {value[:64]!r} is outside the supported range "
+                "1677-09-21 to 2262-04-11",
+                field=field_of("ts", i),
+                reason="invalid_timestamp",
+            )
+        out[i] = ns
     return out.view("datetime64[ns]")
 
 
 def _parse_utc_z(values: list[str]) -> npt.NDArray[np.datetime64] | None:
     # The common wire form, "2018-03-08T14:30:00Z", parsed by numpy in one call (a few
-    # times faster than fromisoformat per value). numpy also reads words such as "now" or
-    # "NaT"; the length check keeps those on the careful path.
+    # times faster than fromisoformat per value). Anything else takes the careful path:
+    # numpy also reads words such as "now" or "NaT" (the length check), wraps years outside
+    # datetime64[ns]'s range silently (9999 becomes 1816: the year bounds, compared as
+    # strings) and reads an offset before the Z (only the two dashes of the date allowed).
     if not values or min(map(len, values)) < 17:
         return None
     stripped = [v[:-1] for v in values if v[-1] == "Z"]
     if len(stripped) != len(values):
+        return None
+    if min(stripped) < "1678" or max(stripped) >= "2262":
+        return None
+    joined = "".join(stripped)
+    if "+" in joined or joined.count("-") != 2 * len(stripped):
         return None
     try:
         parsed = np.array(stripped, dtype="datetime64[ns]")

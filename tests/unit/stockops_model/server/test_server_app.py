@@ -120,6 +120,19 @@ INVALID: dict[str, tuple[Callable[[Bars], Any], str, str | None]] = {
     "a negative volume": (_set(5, "volume", -1), "invalid_volume", "bars[5].volume"),
     "an unreadable ts": (_set(5, "ts", "yesterday"), "invalid_timestamp", "bars[5].ts"),
     "a numeric ts": (_set(5, "ts", 1520519400), "invalid_timestamp", "bars[5].ts"),
+    # numpy's datetime64[ns] wraps these silently (9999 became 1816)
+    "a ts after 2262": (_set(5, "ts", "9999-12-31T00:00:00Z"), "invalid_timestamp", "bars[5].ts"),
+    "a ts before 1678": (_set(5, "ts", "1600-01-01T00:00:00Z"), "invalid_timestamp", "bars[5].ts"),
+    "a naive ts after 2262": (
+        _set(5, "ts", "9999-12-31T00:00:00"),
+        "invalid_timestamp",
+        "bars[5].ts",
+    ),
+    "an offset before the Z": (
+        _set(5, "ts", "2018-03-08T14:30:00+05:00Z"),
+        "invalid_timestamp",
+        "bars[5].ts",
+    ),
     "a repeated ts": (_repeat_ts(6), "duplicate_timestamp", "bars[6].ts"),
     "unsorted ts": (_swap(5, 6), "unsorted_timestamps", "bars[6].ts"),
     "an unknown ticker": (_set(0, "symbol", "MSFT"), "unknown_ticker", "bars[0].symbol"),
