@@ -301,7 +301,7 @@ def _add_v1_routes(app: FastAPI, runtime: Runtime) -> None:
             parse_json(body), forecaster.tickers, forecaster.min_bars, runtime.config.max_bars
         )
         windows = forecaster.prepare_windows(bars)
-        forecast = await runtime.forecast(model, windows)
+        forecast = await runtime.forecast(model, windows, "bars")
         stamps = format_timestamps(windows.ts)
         return json_response(
             {

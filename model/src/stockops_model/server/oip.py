@@ -123,7 +123,7 @@ def oip_router(runtime: Runtime) -> APIRouter:
             "inputs",
         )
         windows = forecaster.prepare_windows(bars)
-        forecast = (await runtime.forecast(model, windows)).tolist()
+        forecast = (await runtime.forecast(model, windows, "inputs")).tolist()
         count = len(forecast)
         outputs = [
             {"name": "symbol", "datatype": "BYTES", "shape": [count], "data": windows.symbols},

@@ -8,6 +8,7 @@ serving model and a forecast, and shape the answer.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ from fastapi import Request, Response
 from stockops_model.forecaster import Windows
 from stockops_model.server.batching import DEFAULT_MAX_WINDOWS, Batcher
 from stockops_model.server.metrics import ServerMetrics
-from stockops_model.server.problems import ApiError
+from stockops_model.server.problems import ApiError, InputError
 from stockops_model.server.recent import BarSource
 from stockops_model.server.slot import LoadedModel, ModelSlot
 
@@ -83,11 +84,26 @@ class Runtime:
             )
         return model
 
-    async def forecast(self, model: LoadedModel, windows: Windows) -> npt.NDArray[np.float64]:
-        """Forecast close for prepared windows with `model` (batched for a network)."""
+    async def forecast(
+        self, model: LoadedModel, windows: Windows, field: str | None = None
+    ) -> npt.NDArray[np.float64]:
+        """Forecast close for prepared windows with `model` (batched for a network).
+
+        Prices that are finite and positive can still be too large for the model: 1e300
+        overflows the network's float32 features, and a forecast can overflow. Both are
+        refused, so no answer carries a null for a forecast.
+
+        Raises:
+            InputError: 422 invalid_price naming the ticker; `field` is the request's
+                collection of bars.
+        """
         if windows.x is None:
-            return model.runner.forecast_windows(None, windows.last_close)
-        return await self.batcher.forecast(model.runner, windows.x, windows.last_close)
+            forecast = model.runner.forecast_windows(None, windows.last_close)
+        else:
+            _check_finite(windows.x, windows.symbols, field, "its features overflow")
+            forecast = await self.batcher.forecast(model.runner, windows.x, windows.last_close)
+        _check_finite(forecast, windows.symbols, field, "its forecast overflows")
+        return forecast
 
     def check_key(self, request: Request) -> None:
         """Raise 401 unless the request carries the API key (constant-time compare)."""
@@ -105,6 +121,22 @@ class Runtime:
                 f"missing or wrong API key: send the header {API_KEY_HEADER}: <key>",
                 field=API_KEY_HEADER,
             )
+
+
+def _check_finite(
+    values: npt.NDArray[np.floating], symbols: Sequence[str], field: str | None, what: str
+) -> None:
+    """Raise InputError naming the ticker of the first window with a non-finite value."""
+    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if finite.all():
+        return
+    symbol = symbols[int(np.flatnonzero(~finite)[0])]
+    raise InputError(
+        f"{field + ': ' if field else ''}the prices of {symbol} are too large for this model "
+        f"({what}); send prices of a realistic size",
+        field=field,
+        reason="invalid_price",
+    )
 
 
 def json_response(content: object, status_code: int = 200) -> Response:

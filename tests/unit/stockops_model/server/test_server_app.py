@@ -90,6 +90,14 @@ def _repeat_ts(i: int) -> Callable[[Bars], Any]:
     return change
 
 
+def _prices(i: int, value: float) -> Callable[[Bars], Any]:
+    def change(bars: Bars) -> Any:
+        bars[i].update(open=value, high=value, low=value, close=value)
+        return {"bars": bars}
+
+    return change
+
+
 def _raw_close(i: int, literal: str) -> Callable[[Bars], Any]:
     # NaN and Infinity are not JSON, but clients (Python's json) write them.
     def change(bars: Bars) -> Any:
@@ -135,6 +143,9 @@ INVALID: dict[str, tuple[Callable[[Bars], Any], str, str | None]] = {
     ),
     "a repeated ts": (_repeat_ts(6), "duplicate_timestamp", "bars[6].ts"),
     "unsorted ts": (_swap(5, 6), "unsorted_timestamps", "bars[6].ts"),
+    # finite and positive, but the network's float32 features overflow
+    "an extreme close": (_set(-1, "close", 1e300), "invalid_price", "bars"),
+    "an extreme last bar": (_prices(-1, 1e300), "invalid_price", "bars"),
     "an unknown ticker": (_set(0, "symbol", "MSFT"), "unknown_ticker", "bars[0].symbol"),
     "a symbol that is a number": (_set(0, "symbol", 7), "invalid_symbol", "bars[0].symbol"),
     "too few bars": (lambda b: {"bars": b[-20:]}, "too_few_bars", "bars"),
@@ -333,13 +344,18 @@ async def test_oip_errors_name_the_tensor(network: NetworkForecaster, payload: B
     body["inputs"][5]["shape"] = [3]
     bad_close = _infer_body(payload)
     bad_close["inputs"][5]["data"][4] = -1.0
+    huge_close = _infer_body(payload)
+    huge_close["inputs"][5]["data"][-1] = 1e300
     async with serving_client(build_app({"1": network})) as client:
         shape = await client.post(f"/v2/models/{MODEL}/infer", json=body)
         price = await client.post(f"/v2/models/{MODEL}/infer", json=bad_close)
+        huge = await client.post(f"/v2/models/{MODEL}/infer", json=huge_close)
         other = await client.post("/v2/models/other/infer", json=_infer_body(payload))
     assert (shape.status_code, shape.json()["error"]["field"]) == (422, "inputs[5].shape")
     assert (price.status_code, price.json()["error"]["field"]) == (422, "inputs[5].data[4]")
     assert (other.status_code, other.json()["error"]["reason"]) == (404, "unknown_model")
+    assert (huge.status_code, huge.json()["error"]["reason"]) == (422, "invalid_price")
+    assert TICKERS[-1] in huge.json()["error"]["message"]
 
 
 async def test_metrics_show_latency_errors_model_and_reloads(payload: Bars) -> None:
