@@ -23,8 +23,8 @@ reached is then reported). Two load generators, both asyncio in this process:
 * `httpx`: one `httpx.AsyncClient`, as a Python caller of the server would use it;
 * `raw`: keep-alive sockets writing pre-built HTTP/1.1 requests, which costs the shared cores
   next to nothing (0.1 ms of CPU a request). On 2 cores the client competes with the server
-  it measures, and httpx costs about 1.3 ms of CPU per request, half of what `stockops
-  serve` spends on one, so the httpx figures are partly the client's (each client's
+  it measures, and httpx costs 1.2-1.5 ms of CPU per request, about what `stockops serve`
+  spends answering one, so the httpx figures are partly the client's (each client's
   ceiling, GET /healthz of A, is printed first).
 
 Prints per client and server: requests, errors, p50 and p99 latency, throughput, the server's
@@ -372,7 +372,7 @@ async def drive_raw(
 ) -> Outcome:
     """Like `drive_httpx`, over `concurrency` keep-alive sockets with pre-built requests:
     a load generator that costs the shared cores next to nothing (about 0.1 ms of CPU a
-    request here, httpx about 1.3 ms)."""
+    request here, httpx 1.2-1.5 ms)."""
     host_port = base.split("://", 1)[1]
     host, port = host_port.rsplit(":", 1)
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
