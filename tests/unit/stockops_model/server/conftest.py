@@ -130,6 +130,11 @@ def bars() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def network(bars: pd.DataFrame) -> NetworkForecaster:
     """An untrained network (random weights), enough for shapes and equality checks."""
+    return small_network(bars)
+
+
+def small_network(bars: pd.DataFrame) -> NetworkForecaster:
+    """A small untrained network forecaster of `TICKERS` (window 8, four indicators)."""
     from stockops_model.network import build_network
 
     inputs = InputSpec(
