@@ -21,6 +21,11 @@ interval by default, then twice that, and so on up to `MAX_RETRY_SECONDS`), so a
 artifact is not downloaded again every 30 s yet a transient failure heals by itself; a
 forced refresh (`POST /v1/models/reload`) retries at once.
 
+An alias that is not set yet (`models:/NAME@serving` before the first rollout, or no
+registered model NAME yet) is the normal state of a fresh `stockops up`, not a failure: it
+is logged once at WARNING ("waiting for alias serving of NAME"), shows in
+`last_reload_error`, and is not counted as a failed reload; ERROR is for real failures.
+
 Limits: one model at a time; loading holds old and new model in memory together.
 """
 
@@ -46,7 +51,15 @@ log = logging.getLogger(__name__)
 MAX_RETRY_SECONDS = 600.0  # the longest wait before a failed version is tried again
 DEFAULT_RETRY_SECONDS = 30.0  # the first wait (the server passes its poll interval)
 
+# MLflow's error codes for a registered model or alias that does not exist (a file or SQL
+# store and the REST client differ).
+_NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
+
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
+
+
+class AliasNotSetError(ServiceUnavailableError):
+    """The alias (or the registered model) does not exist yet: nothing is deployed."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,11 @@ class MlflowLoader:
                 self.source.name, self.source.alias
             )
         except MlflowException as exc:
+            if getattr(exc, "error_code", "") in _NOT_FOUND_CODES:
+                raise AliasNotSetError(
+                    f"waiting for alias {self.source.alias} of {self.source.name} "
+                    f"(not set yet: {exc})"
+                ) from None
             raise ServiceUnavailableError(
                 f"cannot read alias {self.source.name}@{self.source.alias}: {exc}"
             ) from None
@@ -221,6 +239,7 @@ class ModelSlot:
         self._failed_version: str | None = None
         self._failures = 0  # consecutive failed loads of `_failed_version`
         self._retry_at: datetime | None = None
+        self._waiting_logged = False  # "waiting for alias" said once, until it is set
         self._lock = asyncio.Lock()
 
     async def refresh(self, force: bool = False) -> LoadedModel | None:
@@ -232,9 +251,13 @@ class ModelSlot:
         async with self._lock:
             try:
                 version = await asyncio.to_thread(self.loader.resolve)
+            except AliasNotSetError as exc:
+                self._waiting(exc)
+                return self.current
             except Exception as exc:
                 self._failed("cannot resolve the model version", exc)
                 return self.current
+            self._waiting_logged = False
             current = self.current
             if current is not None and current.version == version:
                 return current
@@ -286,6 +309,13 @@ class ModelSlot:
             model.forecaster.kind,
             f", replacing version {previous.version}" if previous is not None else "",
         )
+
+    def _waiting(self, exc: AliasNotSetError) -> None:
+        self.last_reload_error = str(exc)[:2000]
+        level = logging.DEBUG if self._waiting_logged else logging.WARNING
+        self._waiting_logged = True
+        serving = self.current.version if self.current is not None else None
+        log.log(level, "%s; still serving version %s", self.last_reload_error, serving)
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.last_reload_error = f"{what}: {type(exc).__name__}: {exc}"[:2000]

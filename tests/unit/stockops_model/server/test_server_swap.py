@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -11,7 +13,7 @@ import pytest
 
 from stockops_model.errors import DataError, ServiceUnavailableError
 from stockops_model.forecaster import NaiveForecaster
-from stockops_model.server.slot import ModelSource
+from stockops_model.server.slot import AliasNotSetError, MlflowLoader, ModelSource
 
 from .conftest import (
     TICKERS,
@@ -221,3 +223,52 @@ def test_model_uris_name_the_registered_model() -> None:
     assert (alias.name, alias.alias, alias.version) == ("stocks", "production", None)
     assert (pinned.name, pinned.alias, pinned.version) == ("stocks", None, "7")
     assert (run.name, run.alias, run.version) == ("model", None, None)
+
+
+async def test_an_alias_not_set_yet_is_waited_for_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The normal state of a fresh `stockops up`: no rollout has set the alias yet.
+    app = build_app({"1": NaiveForecaster(TICKERS)})
+    slot = app.state.runtime.slot
+    loader: FakeLoader = slot.loader
+    loader.alias = AliasNotSetError("waiting for alias production of stocks (not set yet)")
+    with caplog.at_level(logging.INFO, logger="stockops_model.server.slot"):
+        for _ in range(3):  # three polls
+            await slot.refresh()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.levelname for r in warnings] == ["WARNING"]
+    assert "waiting for alias production of stocks" in warnings[0].getMessage()
+    async with serving_client(app, load=False) as client:
+        ready = await client.get("/readyz")
+        metrics = (await client.get("/metrics")).text
+    assert ready.status_code == 503
+    assert "waiting for alias production" in ready.json()["error"]["message"]
+    assert 'stockops_serve_reloads_total{outcome="failed"} 1.0' not in metrics
+    loader.alias = "1"  # the first rollout
+    await slot.refresh()
+    assert slot.current.version == "1"
+
+
+async def test_a_registry_that_is_down_is_still_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    app = build_app({"1": NaiveForecaster(TICKERS)})
+    slot = app.state.runtime.slot
+    slot.loader.alias = ServiceUnavailableError("connection refused")
+    with caplog.at_level(logging.INFO, logger="stockops_model.server.slot"):
+        await slot.refresh()
+        await slot.refresh()
+    assert [r.levelname for r in caplog.records] == ["ERROR", "ERROR"]
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["no model", "no alias"])
+def test_the_mlflow_loader_says_an_absent_alias_is_not_set_yet(
+    tmp_path: Path, registered: bool
+) -> None:
+    import mlflow
+
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    if registered:
+        mlflow.MlflowClient(tracking_uri).create_registered_model("stocks")
+    loader = MlflowLoader(ModelSource.parse("models:/stocks@serving"), tracking_uri)
+    with pytest.raises(AliasNotSetError, match="waiting for alias serving of stocks"):
+        loader.resolve()
