@@ -34,6 +34,10 @@ DEFAULT_MAX_WINDOWS = 64
 
 
 class WindowForecaster(Protocol):
+    """What the batcher runs: unscaled feature windows (N, window, F) and their last closes
+    to the forecast close per window (N,). A `Forecaster` is one, and so is its network
+    compiled for serving (`stockops_model.server.compiled.CompiledNetwork`)."""
+
     def forecast_windows(
         self, x: npt.NDArray[np.floating] | None, last_close: npt.NDArray[np.float64]
     ) -> npt.NDArray[np.float64]: ...

@@ -38,6 +38,8 @@ class PredictRequest(BaseModel):
 
 
 class Forecast(BaseModel):
+    """The forecast close of one ticker, `horizon` bars after its last bar."""
+
     symbol: str
     ts: str = Field(description="Start of the last bar used (the forecast origin), UTC.")
     forecast_close: float
@@ -45,33 +47,51 @@ class Forecast(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    """The answer of `POST /v1/predict`.
+
+    One forecast per ticker, and the version that made them.
+    """
+
     model_name: str
     model_version: str | None
     forecasts: list[Forecast] = Field(description="One per ticker, from its last bar.")
 
 
 class ErrorDetail(BaseModel):
+    """What failed: a stable reason slug, a message naming the field, the field's path."""
+
     reason: str = Field(description="A stable slug, e.g. too_few_bars, unknown_ticker.")
     message: str
     field: str | None = Field(description="JSON path of the culprit, e.g. bars[3].close.")
 
 
 class ErrorBody(BaseModel):
+    """The body of every failed request (4xx and 5xx)."""
+
     error: ErrorDetail
 
 
 class PricePoint(BaseModel):
+    """One stored bar's start and close."""
+
     ts: str
     close: float
 
 
 class ForecastPoint(BaseModel):
+    """The forecast close from one origin bar of a ticker."""
+
     ts: str = Field(description="The forecast origin (a bar start), UTC.")
     forecast_close: float
     horizon: int
 
 
 class SymbolForecast(BaseModel):
+    """The answer of `GET /v1/forecast/{symbol}`.
+
+    Recent closes and forecasts from the bar store.
+    """
+
     symbol: str
     model_name: str
     model_version: str | None
@@ -81,6 +101,8 @@ class SymbolForecast(BaseModel):
 
 
 class ModelStatus(BaseModel):
+    """The model now serving (`GET /v1/models`, `POST /v1/models/reload`)."""
+
     name: str
     version: str | None
     uri: str
@@ -95,6 +117,8 @@ class ModelStatus(BaseModel):
 
 
 class Health(BaseModel):
+    """The answer of `/healthz` (`ok`) and `/readyz` (`ready`)."""
+
     status: str
 
 
@@ -102,31 +126,43 @@ class Health(BaseModel):
 
 
 class ServerMetadata(BaseModel):
+    """OIP v2 server metadata (`GET /v2`)."""
+
     name: str
     version: str
     extensions: list[str]
 
 
 class Live(BaseModel):
+    """OIP v2 liveness (`GET /v2/health/live`)."""
+
     live: bool
 
 
 class Ready(BaseModel):
+    """OIP v2 readiness (`GET /v2/health/ready`): a model is loaded."""
+
     ready: bool
 
 
 class ModelReady(BaseModel):
+    """OIP v2 model readiness (`GET /v2/models/{name}/ready`)."""
+
     name: str
     ready: bool
 
 
 class TensorMetadata(BaseModel):
+    """One input or output tensor of the model: name, datatype and shape (-1: any length)."""
+
     name: str
     datatype: str
     shape: list[int]
 
 
 class ModelMetadata(BaseModel):
+    """OIP v2 model metadata (`GET /v2/models/{name}`): versions, platform and tensors."""
+
     name: str
     versions: list[str]
     platform: str
@@ -135,6 +171,8 @@ class ModelMetadata(BaseModel):
 
 
 class InferTensor(BaseModel):
+    """One input tensor: a bar field as a flat list of N values (shape [N])."""
+
     name: Literal["symbol", "ts", "open", "high", "low", "close", "volume"]
     datatype: Literal["BYTES", "FP64", "FP32", "INT64", "INT32"]
     shape: list[int] = Field(min_length=1, max_length=1)
@@ -143,12 +181,16 @@ class InferTensor(BaseModel):
 
 
 class InferRequest(BaseModel):
+    """OIP v2 inference request: one tensor per bar field, all of the same length."""
+
     id: str | None = None
     inputs: list[InferTensor] = Field(min_length=1)
     parameters: dict[str, Any] | None = None
 
 
 class OutputTensor(BaseModel):
+    """One output tensor: a flat list with one element per ticker."""
+
     name: str
     datatype: str
     shape: list[int]
@@ -156,6 +198,8 @@ class OutputTensor(BaseModel):
 
 
 class InferResponse(BaseModel):
+    """OIP v2 inference answer: symbol, ts, forecast_close and horizon per ticker."""
+
     model_name: str
     model_version: str | None
     id: str | None

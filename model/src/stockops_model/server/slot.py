@@ -73,6 +73,9 @@ class ModelSource:
 
     @classmethod
     def parse(cls, uri: str) -> ModelSource:
+        """What `uri` asks for: `models:/NAME@ALIAS` follows the alias, `models:/NAME/V` pins
+        version V; any other URI (`runs:/…`, a path) is loaded once and named by its last
+        part."""
         match = _REGISTRY_URI.match(uri)
         if match:
             return cls(uri, match["name"], match["alias"], match["version"])

@@ -430,3 +430,16 @@ async def test_the_page_is_served_at_the_root() -> None:
         assert reply.headers["content-type"].startswith("text/html")
     else:
         assert (reply.status_code, reply.json()["error"]["reason"]) == (404, "not_found")
+
+
+async def test_every_schema_of_the_openapi_document_is_described() -> None:
+    app = build_app({"1": NaiveForecaster(TICKERS)})
+    async with serving_client(app) as client:
+        document = (await client.get("/openapi.json")).json()
+    ours = {
+        name: schema
+        for name, schema in document["components"]["schemas"].items()
+        if name not in ("HTTPValidationError", "ValidationError")  # FastAPI's own
+    }
+    undescribed = sorted(name for name, schema in ours.items() if not schema.get("description"))
+    assert undescribed == []
