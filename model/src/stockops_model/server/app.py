@@ -30,10 +30,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
-from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
@@ -44,7 +43,13 @@ from stockops_model.server.inputs import bars_from_records, format_timestamps, p
 from stockops_model.server.metrics import ServerMetrics
 from stockops_model.server.problems import ApiError, problem_of
 from stockops_model.server.recent import BarSource
-from stockops_model.server.runtime import API_KEY_HEADER, Runtime, ServerConfig, json_response
+from stockops_model.server.runtime import (
+    API_KEY_HEADER,
+    Runtime,
+    ServerConfig,
+    json_response,
+    keyed,
+)
 from stockops_model.server.slot import (
     DEFAULT_RETRY_SECONDS,
     LoadedModel,
@@ -248,18 +253,6 @@ def _content_length(scope: Scope) -> int | None:
 # --------------------------------------------------------------------------- routes
 
 
-def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The requestBody of a route that reads its body itself (see schemas.py)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-            },
-        }
-    }
-
-
 def _document_raw_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
     """Put the models of the bodies routes read themselves into the OpenAPI components."""
     generate = app.openapi
@@ -280,17 +273,14 @@ def _document_raw_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
 
 
 def _add_v1_routes(app: FastAPI, runtime: Runtime) -> None:
-    key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
-
-    async def keyed(request: Request, _: str | None = Depends(key_header)) -> None:
-        runtime.check_key(request)
+    key = keyed(runtime)
 
     @app.post(
         "/v1/predict",
         response_model=schemas.PredictResponse,
         responses=ERROR_RESPONSES,
-        openapi_extra=_body_schema(schemas.PredictRequest),
-        dependencies=[Depends(keyed)],
+        openapi_extra=schemas.request_body(schemas.PredictRequest),
+        dependencies=[key],
         summary="Forecast close per ticker from raw recent bars",
     )
     async def predict(request: Request) -> Response:
@@ -325,7 +315,7 @@ def _add_v1_routes(app: FastAPI, runtime: Runtime) -> None:
         "/v1/forecast/{symbol}",
         response_model=schemas.SymbolForecast,
         responses={**ERROR_RESPONSES, 404: {"model": schemas.ErrorBody}},
-        dependencies=[Depends(keyed)],
+        dependencies=[key],
         summary="Recent closes and forecasts of one ticker, from the bar store",
     )
     async def forecast_symbol(
@@ -387,7 +377,7 @@ def _add_v1_routes(app: FastAPI, runtime: Runtime) -> None:
         "/v1/models/reload",
         response_model=schemas.ModelStatus,
         responses={401: ERROR_RESPONSES[401], 503: ERROR_RESPONSES[503]},
-        dependencies=[Depends(keyed)],
+        dependencies=[key],
         summary="Check the model alias now and load the version it points at",
     )
     async def reload() -> Response:

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.security import APIKeyHeader
+from fastapi import APIRouter, Request, Response
 
 from stockops_model.forecaster import INPUT_COLUMNS
 from stockops_model.server import schemas
 from stockops_model.server.inputs import bars_from_columns, format_timestamps, parse_json
 from stockops_model.server.problems import ApiError, InputError
-from stockops_model.server.runtime import API_KEY_HEADER, Runtime, json_response
+from stockops_model.server.runtime import Runtime, json_response, keyed
 from stockops_model.server.slot import LoadedModel
 
 PLATFORM = "stockops_forecaster"
@@ -48,13 +47,9 @@ OUTPUT_TENSORS = [
 def oip_router(runtime: Runtime) -> APIRouter:
     """The v2 routes over `runtime` (see the module docstring)."""
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
-    key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
     errors: dict[int | str, dict[str, Any]] = {
         code: {"model": schemas.ErrorBody} for code in (401, 404, 413, 422, 503)
     }
-
-    async def keyed(request: Request, _: str | None = Depends(key_header)) -> None:
-        runtime.check_key(request)
 
     def model_named(name: str) -> LoadedModel:
         model = runtime.serving()
@@ -99,15 +94,8 @@ def oip_router(runtime: Runtime) -> APIRouter:
         "/models/{name}/infer",
         response_model=schemas.InferResponse,
         responses=errors,
-        dependencies=[Depends(keyed)],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}
-                },
-            }
-        },
+        dependencies=[keyed(runtime)],
+        openapi_extra=schemas.request_body(schemas.InferRequest),
     )
     async def infer(name: str, request: Request) -> Response:
         model = model_named(name)

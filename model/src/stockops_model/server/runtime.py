@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import orjson
-from fastapi import Request, Response
+from fastapi import Depends, Request, Response, params
+from fastapi.security import APIKeyHeader
 
 from stockops_model.forecaster import Windows
 from stockops_model.server.batching import DEFAULT_MAX_WINDOWS, Batcher
@@ -121,6 +122,21 @@ class Runtime:
                 f"missing or wrong API key: send the header {API_KEY_HEADER}: <key>",
                 field=API_KEY_HEADER,
             )
+
+
+def keyed(runtime: Runtime) -> params.Depends:
+    """The dependency of a keyed route: 401 without the API key (`Runtime.check_key`).
+
+    The `APIKeyHeader` parameter only documents the header in the OpenAPI document (its
+    auto_error is off); the check, which also takes `Authorization: Bearer`, is ours.
+    """
+    key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+    async def check(request: Request, _: str | None = Depends(key_header)) -> None:
+        runtime.check_key(request)
+
+    dependency: params.Depends = Depends(check)
+    return dependency
 
 
 def _check_finite(

@@ -14,6 +14,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The `openapi_extra` of a route that reads its body itself: the body is a `model`.
+
+    The app puts the models into the document's components
+    (`stockops_model.server.app`), which these references point at.
+    """
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        }
+    }
+
+
 class Bar(BaseModel):
     """One 1-minute bar, as the bar wire format writes it."""
 

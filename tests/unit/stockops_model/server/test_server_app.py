@@ -443,3 +443,33 @@ async def test_every_schema_of_the_openapi_document_is_described() -> None:
     }
     undescribed = sorted(name for name, schema in ours.items() if not schema.get("description"))
     assert undescribed == []
+
+
+async def test_the_openapi_document_shows_which_routes_need_the_key_and_their_bodies() -> None:
+    app = build_app({"1": NaiveForecaster(TICKERS)}, config=ServerConfig(api_key="k"))
+    async with serving_client(app) as client:
+        document = (await client.get("/openapi.json")).json()
+    keyed = {
+        f"{method.upper()} {path}"
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if operation.get("security")
+    }
+    assert keyed == {
+        "POST /v1/predict",
+        "GET /v1/forecast/{symbol}",
+        "POST /v1/models/reload",
+        "POST /v2/models/{name}/infer",
+    }
+    assert document["components"]["securitySchemes"] == {
+        "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    }
+    bodies = {
+        path: item["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        for path, item in document["paths"].items()
+        if "requestBody" in item.get("post", {})
+    }
+    assert bodies == {
+        "/v1/predict": "#/components/schemas/PredictRequest",
+        "/v2/models/{name}/infer": "#/components/schemas/InferRequest",
+    }
