@@ -39,6 +39,7 @@ from stockops_model.deploy.base import (
     SystemClock,
 )
 from stockops_model.errors import ServiceUnavailableError
+from stockops_model.server.command import API_KEY_ENV, API_KEY_HEADER  # light: no FastAPI
 from stockops_model.spec import LocalServingSpec, RolloutSpec, StockModel
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVING_ALIAS = "serving"
-API_KEY_ENV = "STOCKOPS_API_KEY"
 POLL_SECONDS = 0.5
 _REQUEST_TIMEOUT_S = 10.0
 
@@ -95,7 +95,7 @@ class LocalTarget:
         self.base_url = base_url.rstrip("/")
         self.clock = clock or SystemClock()
         self.poll_seconds = poll_seconds
-        headers = {"X-API-Key": api_key} if api_key else {}
+        headers = {API_KEY_HEADER: api_key} if api_key else {}
         self._not_loaded = "no model loaded (503)"  # what the last 503 said
         self.http = httpx.Client(
             base_url=self.base_url,

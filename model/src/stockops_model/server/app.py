@@ -39,12 +39,12 @@ from starlette.staticfiles import StaticFiles
 
 from stockops_model.errors import StockopsError
 from stockops_model.server import schemas
+from stockops_model.server.command import API_KEY_HEADER
 from stockops_model.server.inputs import bars_from_records, format_timestamps, parse_json
 from stockops_model.server.metrics import ServerMetrics
 from stockops_model.server.problems import ApiError, problem_of
 from stockops_model.server.recent import BarSource
 from stockops_model.server.runtime import (
-    API_KEY_HEADER,
     Runtime,
     ServerConfig,
     json_response,

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-API_KEY_ENV = "STOCKOPS_API_KEY"
+API_KEY_ENV = "STOCKOPS_API_KEY"  # the server's key; clients (deploy/local) read it too
+API_KEY_HEADER = "X-API-Key"  # the header clients send it in (or Authorization: Bearer)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

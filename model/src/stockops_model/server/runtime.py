@@ -19,12 +19,12 @@ from fastapi.security import APIKeyHeader
 
 from stockops_model.forecaster import Windows
 from stockops_model.server.batching import DEFAULT_MAX_WINDOWS, Batcher
+from stockops_model.server.command import API_KEY_HEADER
 from stockops_model.server.metrics import ServerMetrics
 from stockops_model.server.problems import ApiError, InputError
 from stockops_model.server.recent import BarSource
 from stockops_model.server.slot import LoadedModel, ModelSlot
 
-API_KEY_HEADER = "X-API-Key"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BARS = 20_000
 DEFAULT_POLL_SECONDS = 30.0

@@ -473,3 +473,15 @@ async def test_the_openapi_document_shows_which_routes_need_the_key_and_their_bo
         "/v1/predict": "#/components/schemas/PredictRequest",
         "/v2/models/{name}/infer": "#/components/schemas/InferRequest",
     }
+
+
+async def test_the_local_deploy_target_sends_the_key_where_the_server_reads_it() -> None:
+    from stockops_model.deploy.local import LocalTarget
+
+    target = LocalTarget(None, "http://127.0.0.1:9", api_key="s3cret")  # type: ignore[arg-type]
+    headers = dict(target.http.headers)
+    target.http.close()
+    app = build_app({"1": NaiveForecaster(TICKERS)}, config=ServerConfig(api_key="s3cret"))
+    async with serving_client(app) as client:
+        reply = await client.post("/v1/models/reload", headers=headers)
+    assert reply.status_code == 200
