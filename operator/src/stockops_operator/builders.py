@@ -165,22 +165,6 @@ def _resources(settings: Settings, runtime: RuntimeSpec, workload: str) -> dict[
     return out
 
 
-def _env(runtime: RuntimeSpec, workload: str, plain: Mapping[str, str]) -> list[dict[str, Any]]:
-    env: dict[str, dict[str, Any]] = {k: {"name": k, "value": v} for k, v in plain.items()}
-    if runtime.azure_client_id is not None:
-        env["AZURE_CLIENT_ID"] = {"name": "AZURE_CLIENT_ID", "value": runtime.azure_client_id}
-    own: WorkloadRuntimeSpec | None = getattr(runtime, workload)
-    # Workload-specific entries override the model-wide ones of the same name.
-    for var in [*(runtime.env or []), *((own.env if own else None) or [])]:
-        env[var.name] = {
-            "name": var.name,
-            "valueFrom": {
-                "secretKeyRef": {"name": var.secret_name, "key": var.key, "optional": var.optional}
-            },
-        }
-    return list(env.values())
-
-
 def _pod_spec(
     settings: Settings,
     runtime: RuntimeSpec,
@@ -207,7 +191,7 @@ def _pod_spec(
                 "imagePullPolicy": runtime.image_pull_policy or settings.image_pull_policy,
                 "command": [settings.workload_command],
                 "args": ["--log-json", workload, "-f", SPEC_FILE],
-                "env": _env(runtime, workload, env),
+                "env": runtime.container_env(workload, env),
                 "resources": _resources(settings, runtime, workload),
                 "terminationMessagePath": TERMINATION_LOG,
                 "terminationMessagePolicy": "FallbackToLogsOnError",

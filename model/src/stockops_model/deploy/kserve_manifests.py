@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stockops_model.deploy.base import Release
-from stockops_model.spec import KServeSpec, RuntimeSpec, StockModel
+from stockops_model.spec import KServeSpec, StockModel
 
 GROUP = "serving.kserve.io"
 VERSION = "v1beta1"
@@ -40,24 +40,6 @@ def isvc_namespace(model: StockModel) -> str:
     """Where the InferenceService lives: spec.serving.kserve.namespace, else the model's."""
     settings = model.spec.serving.kserve
     return (settings.namespace if settings else None) or model.metadata.namespace
-
-
-def _env(runtime: RuntimeSpec, tracking_uri: str) -> list[dict[str, Any]]:
-    env: dict[str, dict[str, Any]] = {
-        "MLFLOW_TRACKING_URI": {"name": "MLFLOW_TRACKING_URI", "value": tracking_uri}
-    }
-    if runtime.azure_client_id is not None:
-        env["AZURE_CLIENT_ID"] = {"name": "AZURE_CLIENT_ID", "value": runtime.azure_client_id}
-    own = runtime.serve
-    # The serve workload's own entries override the model-wide ones (the operator's rule).
-    for var in [*(runtime.env or []), *((own.env if own else None) or [])]:
-        env[var.name] = {
-            "name": var.name,
-            "valueFrom": {
-                "secretKeyRef": {"name": var.secret_name, "key": var.key, "optional": var.optional}
-            },
-        }
-    return list(env.values())
 
 
 def build_predictor(
@@ -92,7 +74,7 @@ def build_predictor(
             str(SERVE_PORT),
         ],
         "ports": [{"containerPort": SERVE_PORT, "protocol": "TCP"}],
-        "env": _env(runtime, release.tracking_uri),
+        "env": runtime.container_env("serve", {"MLFLOW_TRACKING_URI": release.tracking_uri}),
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": SERVE_PORT},
             "periodSeconds": 5,

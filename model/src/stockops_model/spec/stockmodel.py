@@ -7,10 +7,11 @@ validator and as a CEL rule for the API server (see `stockops_model.spec`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -523,6 +524,26 @@ class RuntimeSpec(SpecModel):
     train: WorkloadRuntimeSpec | None = Field(default=None, description="The train Jobs.")
     deploy: WorkloadRuntimeSpec | None = Field(default=None, description="The deploy Jobs.")
     serve: WorkloadRuntimeSpec | None = Field(default=None, description="The serve Deployment.")
+
+    def container_env(self, workload: str, plain: Mapping[str, str]) -> list[dict[str, Any]]:
+        """A workload container's `env`: `plain` values, the Azure client ID, then the Secret
+        references of every workload and of this one (a workload's own entry wins)."""
+        env: dict[str, dict[str, Any]] = {k: {"name": k, "value": v} for k, v in plain.items()}
+        if self.azure_client_id is not None:
+            env["AZURE_CLIENT_ID"] = {"name": "AZURE_CLIENT_ID", "value": self.azure_client_id}
+        own: WorkloadRuntimeSpec | None = getattr(self, workload)
+        for var in [*(self.env or []), *((own.env if own else None) or [])]:
+            env[var.name] = {
+                "name": var.name,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": var.secret_name,
+                        "key": var.key,
+                        "optional": var.optional,
+                    }
+                },
+            }
+        return list(env.values())
 
 
 class StockModelSpec(SpecModel):
