@@ -32,8 +32,10 @@ Helm = Callable[..., str]
 KUBE_VERSION = ("--kube-version", KUBERNETES_VERSION)
 
 
-def _render(helm: Helm, *args: str, namespace: str = "stockops") -> list[dict[str, Any]]:
-    text = helm("template", "ops", str(CHART), "--namespace", namespace, *KUBE_VERSION, *args)
+def _render(
+    helm: Helm, *args: str, namespace: str = "stockops", release: str = "ops"
+) -> list[dict[str, Any]]:
+    text = helm("template", release, str(CHART), "--namespace", namespace, *KUBE_VERSION, *args)
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
@@ -213,21 +215,16 @@ def test_rbac_grants_what_the_operator_does_and_nothing_more(
 ) -> None:
     release = f"r{namespace[-6:]}"
     args = ["--set", f"watchNamespace={namespace}"] if scope == "one-namespace" else []
-    text = helm(
-        "template",
-        release,
-        str(CHART),
-        "--namespace",
-        namespace,
+    docs = _render(
+        helm,
         "--set",
         "rbac.aggregateToDefaultRoles=false",
-        *KUBE_VERSION,
         *args,
+        namespace=namespace,
+        release=release,
     )
     rbac = [
-        d
-        for d in yaml.safe_load_all(text)
-        if d and d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+        d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
     ]
     kube_cluster.apply(rbac, namespace=namespace)
     user = f"system:serviceaccount:{namespace}:{release}-stockops"
@@ -294,25 +291,16 @@ def test_kserve_rbac_lets_the_workload_manage_inference_services_only(
     assert not [d for d in _render(helm) if d["metadata"]["name"].endswith("-kserve-deployer")], (
         "off by default"
     )
-    text = helm(
-        "template",
-        release,
-        str(CHART),
-        "--namespace",
-        namespace,
+    docs = _render(
+        helm,
         "--set",
         f"watchNamespace={namespace}",
         "--set",
         "workload.kserve.rbac=true",
-        "--set",
-        "rbac.aggregateToDefaultRoles=false",
-        *KUBE_VERSION,
+        namespace=namespace,
+        release=release,
     )
-    deployer = [
-        d
-        for d in yaml.safe_load_all(text)
-        if d and d["metadata"]["name"] == f"{release}-stockops-kserve-deployer"
-    ]
+    deployer = [d for d in docs if d["metadata"]["name"] == f"{release}-stockops-kserve-deployer"]
     assert sorted(d["kind"] for d in deployer) == ["ClusterRole", "RoleBinding"]
     kube_cluster.apply(deployer, namespace=namespace)
     user = f"system:serviceaccount:{namespace}:stockops-workload"
