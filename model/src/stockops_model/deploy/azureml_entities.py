@@ -21,10 +21,8 @@ MLflow saved with it) plus Azure ML's inference server, on a base image the call
 from __future__ import annotations
 
 import copy
-import math
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +41,9 @@ from azure.ai.ml.entities import (
 )
 
 from stockops_model.errors import DataError, SpecError
+
+# Re-exported: callers and tests of the smoke request find it here.
+from stockops_model.examples import synthetic_bars as synthetic_bars
 from stockops_model.spec import AzureMLSpec
 
 VERSION_TAG = "stockops.io/model-version"
@@ -264,28 +265,6 @@ def smoke_bars(model_dir: Path) -> list[dict[str, Any]]:
     if not tickers:
         raise DataError(f"{model_dir}: no input example and no tickers in the MLmodel metadata")
     return synthetic_bars(tickers, int(meta.get("min_bars", 1)))
-
-
-def synthetic_bars(tickers: Sequence[str], count: int) -> list[dict[str, Any]]:
-    """`count` one-minute bars per ticker of a small, always positive oscillation."""
-    start = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
-    bars = []
-    for symbol in tickers:
-        for i in range(count):
-            close = 100.0 + math.sin(i / 3.0) + 0.01 * i
-            open_ = close - 0.05 * math.cos(i / 2.0)
-            bars.append(
-                {
-                    "symbol": symbol,
-                    "ts": (start + timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "open": round(open_, 4),
-                    "high": round(max(open_, close) + 0.1, 4),
-                    "low": round(min(open_, close) - 0.1, 4),
-                    "close": round(close, 4),
-                    "volume": 1000.0 + 10 * i,
-                }
-            )
-    return bars
 
 
 def _plain(value: Any) -> Any:

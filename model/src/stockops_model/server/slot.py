@@ -6,11 +6,12 @@ source points at now and loads one (`MlflowLoader`; tests pass a fake).
 
 `ModelSlot.refresh` (called every `--poll-seconds` and by `POST /v1/models/reload`) asks the
 loader for the current version; when it differs from the one serving it loads the new one
-in a worker thread, warms it (one forecast on synthetic bars, so the network's tf.function
-is traced, and compiled with XLA, before real traffic reaches it), and then replaces a
-single reference. A request
-reads `slot.current` once at its start and keeps that object, so requests in flight finish
-on the model they started with; the old model is freed when the last of them is done.
+in a worker thread, warms it (one forecast per ticker on synthetic bars,
+`stockops_model.examples.synthetic_bars`, so the network's tf.function is traced, and
+compiled with XLA, before real traffic reaches it, and a model that answers a non-finite
+forecast is refused), and then replaces a single reference. A request reads
+`slot.current` once at its start and keeps that object, so requests in flight finish on
+the model they started with; the old model is freed when the last of them is done.
 
 A failed load keeps the old model serving, counts `stockops_serve_reloads_total{outcome=
 "failed"}`, logs, and shows in `last_reload_error`. While nothing is loaded, every poll
@@ -42,8 +43,10 @@ from typing import Protocol
 import numpy as np
 
 from stockops_model.errors import DataError, ServiceUnavailableError
-from stockops_model.forecaster import Forecaster, TickerBars
+from stockops_model.examples import synthetic_bars
+from stockops_model.forecaster import Forecaster
 from stockops_model.server.batching import WindowForecaster
+from stockops_model.server.inputs import bars_from_records
 from stockops_model.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -194,22 +197,15 @@ def compiled_runner(forecaster: Forecaster) -> WindowForecaster:
 
 
 def warm_up(forecaster: Forecaster, runner: WindowForecaster | None = None) -> None:
-    """One forecast on synthetic bars: traces the network's tf.function before traffic.
+    """One forecast per ticker on synthetic bars: traces the network's tf.function before
+    traffic. The bars go through the server's own input path, as a request's would.
 
     Raises whatever the forecaster raises: a model that cannot forecast is not swapped in.
     """
     count = forecaster.min_bars
-    rng = np.random.default_rng(0)
-    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 1e-3, count)))
-    start = np.datetime64("2020-01-02T14:30:00", "ns")
-    bars = TickerBars(
-        symbol=forecaster.tickers[0],
-        ts=start + np.arange(count) * np.timedelta64(60, "s"),
-        high=close * 1.001,
-        low=close * 0.999,
-        close=close,
-    )
-    windows = forecaster.prepare_windows([bars])
+    records = synthetic_bars(forecaster.tickers, count)
+    bars = bars_from_records({"bars": records}, forecaster.tickers, count, len(records))
+    windows = forecaster.prepare_windows(bars)
     forecast = (runner or forecaster).forecast_windows(windows.x, windows.last_close)
     if not np.isfinite(forecast).all():
         raise DataError("the model's warm-up forecast is not finite")

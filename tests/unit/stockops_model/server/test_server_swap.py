@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -272,3 +273,19 @@ def test_the_mlflow_loader_says_an_absent_alias_is_not_set_yet(
     loader = MlflowLoader(ModelSource.parse("models:/stocks@serving"), tracking_uri)
     with pytest.raises(AliasNotSetError, match="waiting for alias serving of stocks"):
         loader.resolve()
+
+
+async def test_the_warm_up_forecasts_every_ticker() -> None:
+    class HalfUnfitForecaster(NaiveForecaster):
+        """A fake model whose forecast for its second ticker is not finite."""
+
+        def forecast_windows(self, x: Any, last_close: Any) -> Any:
+            forecast = np.array(last_close, dtype=np.float64)
+            forecast[1:] = np.nan
+            return forecast
+
+    app = build_app({"1": HalfUnfitForecaster(TICKERS)})
+    slot = app.state.runtime.slot
+    await slot.refresh()
+    assert slot.current is None
+    assert "warm-up forecast is not finite" in slot.last_reload_error
