@@ -392,11 +392,23 @@ class NetworkForecaster:
             from stockops_model.network import inference_function
 
             self._predict_fn = inference_function(self.network)
+        return self.forecast_windows_with(self._predict_fn, PREDICT_BATCH, x, last_close)
+
+    def forecast_windows_with(
+        self,
+        call: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
+        chunk: int,
+        x: npt.NDArray[np.floating],
+        last_close: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.float64]:
+        """`forecast_windows` with another forward pass of the network.
+
+        Scales the windows, runs `call` on chunks of at most `chunk` windows, unscales its
+        outputs and turns them into prices: the serving server passes its XLA-compiled
+        network (`stockops_model.server.compiled`), this class its plain tf.function.
+        """
         scaled = self.x_scaler.transform(x)
-        outputs = [
-            self._predict_fn(scaled[start : start + PREDICT_BATCH])
-            for start in range(0, len(scaled), PREDICT_BATCH)
-        ]
+        outputs = [call(scaled[start : start + chunk]) for start in range(0, len(scaled), chunk)]
         y = self.y_scaler.inverse_transform(np.concatenate(outputs).reshape(-1, 1)).reshape(-1)
         return to_price(y, last_close, self.inputs.target)
 

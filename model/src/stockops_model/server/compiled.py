@@ -7,10 +7,10 @@ part of a request's CPU. XLA compiles once per input shape, so batches are padde
 a fixed set of sizes (`BUCKETS`), each compiled while the model loads (about half a second
 each), never while a request waits.
 
-`CompiledNetwork.forecast_windows` keeps `NetworkForecaster.forecast_windows`'s contract
-(scale, network, unscale, to price) and its results to float32 rounding (a unit test
-compares them). If XLA cannot compile on the platform, the slot serves the plain
-tf.function instead and logs why.
+`CompiledNetwork.forecast_windows` is `NetworkForecaster.forecast_windows_with` (scale,
+network, unscale, to price) with the compiled call, so it keeps the forecaster's contract
+and its results to float32 rounding (a unit test compares them). If XLA cannot compile on
+the platform, the slot serves the plain tf.function instead and logs why.
 
 Limits: batches larger than the largest bucket run in chunks of it.
 """
@@ -25,7 +25,6 @@ import numpy as np
 import numpy.typing as npt
 
 from stockops_model.forecaster import NetworkForecaster
-from stockops_model.windows import to_price
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +60,9 @@ class CompiledNetwork:
         self, x: npt.NDArray[np.floating] | None, last_close: npt.NDArray[np.float64]
     ) -> npt.NDArray[np.float64]:
         """Forecast close for unscaled windows (N, window, F) and their last closes."""
-        forecaster = self.forecaster
         if x is None or len(x) == 0:
-            return forecaster.forecast_windows(x, last_close)
-        scaled = forecaster.x_scaler.transform(x)
-        largest = self.buckets[-1]
-        outputs = [
-            self._run(scaled[start : start + largest]) for start in range(0, len(scaled), largest)
-        ]
-        y = forecaster.y_scaler.inverse_transform(np.concatenate(outputs).reshape(-1, 1))
-        return to_price(y.reshape(-1), last_close, forecaster.inputs.target)
+            return self.forecaster.forecast_windows(x, last_close)
+        return self.forecaster.forecast_windows_with(self._run, self.buckets[-1], x, last_close)
 
     def _run(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         count = len(batch)

@@ -58,3 +58,23 @@ async def test_the_app_serves_through_the_compiled_network(
     expected = network.predict(payload)["forecast_close"]
     got = [f["forecast_close"] for f in reply.json()["forecasts"]]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_any_forward_pass_gets_the_forecasters_scaling_chunks_and_prices(
+    network: NetworkForecaster, bars: pd.DataFrame
+) -> None:
+    # The compiled network and the plain one share this path; only the call differs.
+    from stockops_model.network import inference_function
+
+    plain_call = inference_function(network.network)
+    chunks: list[int] = []
+
+    def recording_call(batch: np.ndarray) -> np.ndarray:
+        chunks.append(len(batch))
+        return np.asarray(plain_call(batch), dtype=np.float32)
+
+    windows = network.prepare_windows([ticker_bars(bars, s) for s in TICKERS], 5)
+    assert windows.x is not None
+    got = network.forecast_windows_with(recording_call, 4, windows.x, windows.last_close)
+    assert chunks == [4, 4, 2]
+    np.testing.assert_allclose(got, network.forecast_windows(windows.x, windows.last_close))
