@@ -9,9 +9,11 @@ the same request and answer as the server's `POST /v1/predict`:
   (at least the model's `min_bars` bars per ticker, in time order, `ts` ISO 8601);
 - answer: ``{"model_name", "model_version", "forecasts": [{"symbol", "ts", "forecast_close",
   "horizon"}]}``;
-- bad input: ``{"error": {"reason", "message", "field"}}`` with the server's reason slugs
-  (`invalid_json`, `no_bars`, `invalid_price`, `too_few_bars`, `unknown_ticker`, ...); the
-  message names the field, `field` holds its path where the script itself found it.
+- bad input: ``{"error": {"reason", "message", "field"}}``, found by the server's own
+  parsing and validation (`stockops_model.server.inputs`) and mapped by its
+  `stockops_model.server.problems`, so reasons, messages and fields (`bars[3].close`) are
+  the server's and cannot drift from them; a forecast that is not finite is refused the way
+  the server refuses it (`invalid_price`), never answered as null.
 
 `init()` loads the model from `AZUREML_MODEL_DIR`, the folder Azure ML mounts the registered
 model into (for an mlflow_model asset the MLflow folder sits one or two levels below it; the
@@ -24,14 +26,13 @@ exists where azureml-inference-server-http is installed (the deployment's enviro
 it is not (tests, this repository's own environment) the error body comes back as a plain
 value, i.e. with status 200, and callers must look for the `error` key. Only this file is
 uploaded as the deployment's code: it imports nothing of `stockops_model` at module level
-(the pyfunc brings that package with it, in its `code_paths`).
+(the pyfunc brings that package with it, in its `code_paths`, importable once `init()` has
+loaded the model); the server modules it uses need neither FastAPI nor orjson.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -84,48 +85,35 @@ def run(raw: str | bytes | dict[str, Any]) -> Any:
     """Forecast from the request body; bad input answers an error body, never raises."""
     if _model is None:
         return _respond(_error("not_ready", "the model is not loaded: init() has not run"), 503)
+    from stockops_model.server.inputs import (
+        DEFAULT_MAX_BARS,
+        bars_from_records,
+        parse_json,
+        require_finite,
+    )
+    from stockops_model.server.problems import ApiError, InputError, problem_of
+
+    forecaster = _model.unwrap_python_model().forecaster
     try:
-        bars = _read_bars(raw)
-        frame = _model.predict(_frame(bars))
-    except _RequestError as exc:
-        return _respond(_error(exc.reason, str(exc), exc.field), 422)
+        if isinstance(raw, dict):
+            document: Any = raw
+        else:
+            body = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+            document = parse_json(body)
+        bars_from_records(document, forecaster.tickers, forecaster.min_bars, DEFAULT_MAX_BARS)
+        frame = _model.predict(_frame(document["bars"]))
+        forecast = frame["forecast_close"].to_numpy(dtype=float)
+        require_finite(forecast, frame["symbol"].tolist(), "bars", "its forecast overflows")
+    except (ApiError, InputError) as exc:
+        problem = problem_of(exc)
+        return _respond(problem.body(), problem.status)
     except Exception as exc:
-        # Bad input, seen by the forecaster or by MLflow's schema check, is a 422 with the
-        # message; anything else is our fault and must stay a 500.
+        # Anything the forecaster or MLflow's schema check still refuses after the server's
+        # validation is a 422 with its message; anything else is our fault and stays a 500.
         if not _is_input_error(exc):
             raise
-        message = str(exc)
-        return _respond(_error(_reason_of(message), message), 422)
+        return _respond(_error("invalid_input", str(exc)), 422)
     return {**_identity, "forecasts": _forecasts(frame)}
-
-
-class _RequestError(ValueError):
-    def __init__(self, message: str, reason: str, field: str | None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.field = field
-
-
-def _read_bars(raw: str | bytes | dict[str, Any]) -> list[dict[str, Any]]:
-    if isinstance(raw, dict):
-        body: Any = raw
-    else:
-        try:
-            body = json.loads(raw)
-        except (TypeError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
-            raise _RequestError(f"body: not valid JSON: {exc}", "invalid_json", None) from None
-    if not isinstance(body, dict):
-        raise _RequestError('body: must be a JSON object {"bars": [...]}', "invalid_shape", None)
-    bars = body.get("bars")
-    if not isinstance(bars, list):
-        raise _RequestError("bars: missing, or not a list of bar objects", "invalid_shape", "bars")
-    if not bars:
-        raise _RequestError("bars: no bars; send at least min_bars per ticker", "no_bars", "bars")
-    for index, bar in enumerate(bars):
-        if not isinstance(bar, dict):
-            field = f"bars[{index}]"
-            raise _RequestError(f"{field}: must be a bar object", "invalid_shape", field)
-    return bars
 
 
 def _frame(bars: list[dict[str, Any]]) -> Any:
@@ -146,7 +134,7 @@ def _forecasts(frame: Any) -> list[dict[str, Any]]:
                 "ts": ts.isoformat().replace("+00:00", "Z")
                 if hasattr(ts, "isoformat")
                 else str(ts),
-                "forecast_close": value if math.isfinite(value) else None,
+                "forecast_close": value,
                 "horizon": int(row["horizon"]),
             }
         )
@@ -161,29 +149,6 @@ def _is_input_error(exc: Exception) -> bool:
         "INVALID_PARAMETER_VALUE",
         "BAD_REQUEST",
     )
-
-
-def _reason_of(message: str) -> str:
-    """The scoring server's reason slug for a forecaster message ("close: 1 value(s) ...")."""
-    head = message.partition(":")[0].strip()
-    text = message.lower()
-    if head in ("open", "high", "low", "close"):
-        return "invalid_price"
-    if head == "volume":
-        return "invalid_volume"
-    if head == "symbol" and "unknown" in text:
-        return "unknown_ticker"
-    if head == "ts":
-        if "need at least" in text:
-            return "too_few_bars"
-        if "repeated" in text:
-            return "duplicate_timestamp"
-        if "time order" in text:
-            return "unsorted_timestamps"
-        return "invalid_timestamp"
-    if "lack column" in text or "missing inputs" in text:
-        return "missing_field"
-    return "invalid_input"
 
 
 def _error(reason: str, message: str, field: str | None = None) -> dict[str, Any]:

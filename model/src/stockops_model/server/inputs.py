@@ -13,7 +13,12 @@ request; both check what `forecaster.prepare_bars` checks, with numpy, and raise
 - open/high/low/close: numbers, finite and > 0; volume: a number, finite and >= 0;
 - at least `min_bars` bars per ticker and at most `max_bars` in all.
 
-The body is parsed with orjson. orjson refuses the `NaN`/`Infinity` literals some clients
+`require_finite` checks what the model made of valid bars: prices finite and positive can
+still overflow a network's float32 features or its forecast.
+
+The body is parsed with orjson (with the standard library where orjson is not installed:
+the Azure ML scoring script, `stockops_model.deploy.score`, validates with this module in
+the model's own environment). orjson refuses the `NaN`/`Infinity` literals some clients
 write; such a body is parsed again with the standard library, so the answer names the field
 holding the non-finite value instead of calling the whole body malformed.
 
@@ -31,12 +36,17 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from stockops_model.forecaster import INPUT_COLUMNS, PRICE_FIELDS, TickerBars
 from stockops_model.server.problems import ApiError, InputError
 
+try:
+    import orjson
+except ImportError:  # the Azure ML scoring environment has only the model's requirements
+    orjson = None  # type: ignore[assignment]
+
 FieldOf = Callable[[str, int], str]
+DEFAULT_MAX_BARS = 20_000
 NUMERIC_FIELDS: tuple[str, ...] = (*PRICE_FIELDS, "volume")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FIELDS = operator.itemgetter(*INPUT_COLUMNS)
@@ -50,10 +60,11 @@ def parse_json(body: bytes) -> Any:
     """The JSON document of a request body (see the module docstring about NaN)."""
     if not body.strip():
         raise InputError("body: empty; send a JSON object", field=None, reason="empty_body")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
+    if orjson is not None:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -215,6 +226,30 @@ def _parse_utc_z(values: list[str]) -> npt.NDArray[np.datetime64] | None:
     if np.isnat(parsed).any():
         return None
     return parsed
+
+
+def require_finite(
+    values: npt.NDArray[np.floating], symbols: Sequence[str], field: str | None, what: str
+) -> None:
+    """Refuse the request when a window's features or forecast are not finite.
+
+    `values` has one row per window (features (N, window, F) or forecasts (N,)) and
+    `symbols` the ticker of each; `what` says which went wrong.
+
+    Raises:
+        InputError: 422 invalid_price naming the ticker of the first such window; `field`
+            is the request's collection of bars.
+    """
+    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if finite.all():
+        return
+    symbol = symbols[int(np.flatnonzero(~finite)[0])]
+    raise InputError(
+        f"{field + ': ' if field else ''}the prices of {symbol} are too large for this model "
+        f"({what}); send prices of a realistic size",
+        field=field,
+        reason="invalid_price",
+    )
 
 
 def format_timestamps(ts: npt.NDArray[np.datetime64]) -> list[str]:

@@ -63,9 +63,6 @@ class Problem:
 
 def problem_of(exc: BaseException) -> Problem:
     """Map any exception to the answer (see the module docstring)."""
-    from fastapi.exceptions import RequestValidationError
-    from starlette.exceptions import HTTPException
-
     if isinstance(exc, ApiError):
         return Problem(exc.status, exc.reason, str(exc), exc.field)
     if isinstance(exc, InputError):
@@ -78,6 +75,10 @@ def problem_of(exc: BaseException) -> Problem:
         return Problem(503, "unavailable", str(exc))
     if isinstance(exc, SettingsError):
         return Problem(503, "misconfigured", str(exc))
+    # Only now: the Azure ML scoring script maps its errors here without FastAPI installed.
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
     if isinstance(exc, RequestValidationError):
         return _validation_problem(exc)
     if isinstance(exc, HTTPException):

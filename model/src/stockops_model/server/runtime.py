@@ -8,7 +8,6 @@ serving model and a forecast, and shape the answer.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,13 +19,14 @@ from fastapi.security import APIKeyHeader
 from stockops_model.forecaster import Windows
 from stockops_model.server.batching import DEFAULT_MAX_WINDOWS, Batcher
 from stockops_model.server.command import API_KEY_HEADER
+from stockops_model.server.inputs import DEFAULT_MAX_BARS as DEFAULT_MAX_BARS
+from stockops_model.server.inputs import require_finite
 from stockops_model.server.metrics import ServerMetrics
-from stockops_model.server.problems import ApiError, InputError
+from stockops_model.server.problems import ApiError
 from stockops_model.server.recent import BarSource
 from stockops_model.server.slot import LoadedModel, ModelSlot
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
-DEFAULT_MAX_BARS = 20_000
 DEFAULT_POLL_SECONDS = 30.0
 
 
@@ -101,9 +101,9 @@ class Runtime:
         if windows.x is None:
             forecast = model.runner.forecast_windows(None, windows.last_close)
         else:
-            _check_finite(windows.x, windows.symbols, field, "its features overflow")
+            require_finite(windows.x, windows.symbols, field, "its features overflow")
             forecast = await self.batcher.forecast(model.runner, windows.x, windows.last_close)
-        _check_finite(forecast, windows.symbols, field, "its forecast overflows")
+        require_finite(forecast, windows.symbols, field, "its forecast overflows")
         return forecast
 
     def check_key(self, request: Request) -> None:
@@ -137,22 +137,6 @@ def keyed(runtime: Runtime) -> params.Depends:
 
     dependency: params.Depends = Depends(check)
     return dependency
-
-
-def _check_finite(
-    values: npt.NDArray[np.floating], symbols: Sequence[str], field: str | None, what: str
-) -> None:
-    """Raise InputError naming the ticker of the first window with a non-finite value."""
-    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-    if finite.all():
-        return
-    symbol = symbols[int(np.flatnonzero(~finite)[0])]
-    raise InputError(
-        f"{field + ': ' if field else ''}the prices of {symbol} are too large for this model "
-        f"({what}); send prices of a realistic size",
-        field=field,
-        reason="invalid_price",
-    )
 
 
 def json_response(content: object, status_code: int = 200) -> Response:
