@@ -119,7 +119,7 @@ def bars_from_columns(
             i = int(np.flatnonzero(bad)[0])
             rule = "finite and >= 0" if name == "volume" else "finite and positive"
             raise InputError(
-                f"{field_of(name, i)}: must be {rule}, got {values[i]!r} ({symbols[i]} at "
+                f"{field_of(name, i)}: must be {rule}, got {float(values[i])!r} ({symbols[i]} at "
                 f"{columns['ts'][i][:64]})",
                 field=field_of(name, i),
                 reason="invalid_price" if name != "volume" else "invalid_volume",

@@ -485,3 +485,11 @@ async def test_the_local_deploy_target_sends_the_key_where_the_server_reads_it()
     async with serving_client(app) as client:
         reply = await client.post("/v1/models/reload", headers=headers)
     assert reply.status_code == 200
+
+
+async def test_a_bad_price_message_shows_the_value_as_the_client_wrote_it(payload: Bars) -> None:
+    bars = copy.deepcopy(payload)
+    bars[5]["close"] = -3.5
+    reply = await post_bars(build_app({"1": NaiveForecaster(TICKERS)}), {"bars": bars})
+    message = reply.json()["error"]["message"]
+    assert message.startswith("bars[5].close: must be finite and positive, got -3.5 (")
