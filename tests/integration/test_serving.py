@@ -4,7 +4,9 @@ Three versions of one registered model: 1 and 2 are naive forecasters (fast to l
 2 has another horizon, so an answer shows which one served it), 3 is a network version
 whose artifact is then broken on the server's disk. The server follows `@serving`:
 
-1. it loads version 1 and answers with it (API key required, forecasts from the store too);
+0. it starts before the alias is set (a fresh `stockops up`): alive, not ready, waiting
+   for the alias with a warning and no error; the alias is set to 1 and a reload loads it;
+1. it answers with version 1 (API key required, forecasts from the store too);
 2. the alias moves to 2; `POST /v1/models/reload` swaps, and the next answer is version 2;
 3. the alias moves to 3; the load fails, version 2 keeps serving and the error is reported;
 4. SIGTERM stops it with exit code 0.
@@ -76,13 +78,13 @@ def register(server: MlflowServer, name: str) -> Any:
     assert len(broken) == 1, f"expected version 3's network.keras only, found {broken}"
     for path in broken:
         path.write_bytes(b"not a keras file")
-    client.set_registered_model_alias(name, "serving", "1")
-    return client
+    return client  # the alias is set by the first test, after the server started
 
 
 @pytest.fixture(scope="module")
 def served(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The registry client, the model name and the base URL of a running `stockops serve`."""
+    """The registry client, the model name, the base URL and the process of a running
+    `stockops serve` (alive, no alias set yet), and its log file."""
     from stockops_model.store import BarStore, FileBackend
 
     name = f"serving-{uuid.uuid4().hex[:8]}"
@@ -120,26 +122,28 @@ def served(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
         )
     base = f"http://{LOOPBACK}:{port}"
     try:
-        _wait_ready(base, process, log_path)
-        yield client, name, base, process
+        _wait_live(base, process, log_path)
+        yield client, name, base, process, log_path
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
 
 
-def _wait_ready(base: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+def _wait_live(base: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Until /healthz answers and the first poll of the alias is logged."""
     deadline = time.monotonic() + READY_WITHIN
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"stockops serve exited {process.returncode}:\n{log_path.read_text()}")
         try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
+            live = httpx.get(f"{base}/healthz", timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
+            live = False
+        if live and "waiting for alias" in log_path.read_text():
+            return
         time.sleep(0.5)
-    pytest.fail(f"stockops serve not ready in {READY_WITHIN:.0f} s:\n{log_path.read_text()}")
+    pytest.fail(f"stockops serve not up in {READY_WITHIN:.0f} s:\n{log_path.read_text()}")
 
 
 def predict(base: str) -> httpx.Response:
@@ -150,8 +154,24 @@ def predict(base: str) -> httpx.Response:
     return httpx.post(f"{base}/v1/predict", json=body, headers={"X-API-Key": KEY}, timeout=30)
 
 
+def test_waits_for_an_alias_not_set_yet_then_loads_it(served: Any) -> None:
+    client, name, base, _, log_path = served
+    ready = httpx.get(f"{base}/readyz", timeout=30)
+    assert ready.status_code == 503
+    assert f"waiting for alias serving of {name}" in ready.json()["error"]["message"]
+    assert predict(base).json()["error"]["reason"] == "model_not_loaded"
+    log = log_path.read_text()
+    assert "WARNING" in log
+    assert "ERROR" not in log, log
+    client.set_registered_model_alias(name, "serving", "1")
+    status = httpx.post(f"{base}/v1/models/reload", headers={"X-API-Key": KEY}, timeout=120)
+    assert status.status_code == 200, status.text
+    assert status.json()["version"] == "1"
+    assert httpx.get(f"{base}/readyz", timeout=30).status_code == 200
+
+
 def test_serves_the_alias_version_behind_the_api_key(served: Any) -> None:
-    _, name, base, _ = served
+    _, name, base, _, _ = served
     answer = predict(base)
     assert answer.status_code == 200, answer.text
     assert answer.json()["model_name"] == name
@@ -164,7 +184,7 @@ def test_serves_the_alias_version_behind_the_api_key(served: Any) -> None:
 
 
 def test_forecasts_from_the_store(served: Any) -> None:
-    _, _, base, _ = served
+    _, _, base, _, _ = served
     reply = httpx.get(
         f"{base}/v1/forecast/AMZN", params={"points": 20}, headers={"X-API-Key": KEY}, timeout=30
     )
@@ -177,7 +197,7 @@ def test_forecasts_from_the_store(served: Any) -> None:
 
 
 def test_moving_the_alias_and_reloading_swaps_the_model(served: Any) -> None:
-    client, name, base, _ = served
+    client, name, base, _, _ = served
     client.set_registered_model_alias(name, "serving", "2")
     status = httpx.post(f"{base}/v1/models/reload", headers={"X-API-Key": KEY}, timeout=120)
     assert status.status_code == 200, status.text
@@ -188,7 +208,7 @@ def test_moving_the_alias_and_reloading_swaps_the_model(served: Any) -> None:
 
 
 def test_a_broken_version_keeps_the_old_one_serving(served: Any) -> None:
-    client, name, base, _ = served
+    client, name, base, _, _ = served
     client.set_registered_model_alias(name, "serving", "3")
     status = httpx.post(f"{base}/v1/models/reload", headers={"X-API-Key": KEY}, timeout=120)
     assert status.status_code == 200, status.text
