@@ -20,6 +20,10 @@ model into (for an mlflow_model asset the MLflow folder sits one or two levels b
 script looks for the `MLmodel` file). The deployment sets `STOCKOPS_MODEL_NAME` and
 `STOCKOPS_MODEL_VERSION` so answers say which version replied.
 
+A model logged by a stockops whose `stockops_model.server.inputs` cannot be imported here
+(older, or needing orjson, which the model's environment lacks) is still served: bad input
+is then refused by the forecaster's own checks, every reason `invalid_input`.
+
 Limits: the inference server turns an exception in `run` into a 500 and a plain return value
 into a 200. To answer bad input with a 4xx the script returns an `AMLResponse`, which only
 exists where azureml-inference-server-http is installed (the deployment's environment); where
@@ -32,7 +36,9 @@ loaded the model); the server modules it uses need neither FastAPI nor orjson.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -85,13 +91,18 @@ def run(raw: str | bytes | dict[str, Any]) -> Any:
     """Forecast from the request body; bad input answers an error body, never raises."""
     if _model is None:
         return _respond(_error("not_ready", "the model is not loaded: init() has not run"), 503)
-    from stockops_model.server.inputs import (
-        DEFAULT_MAX_BARS,
-        bars_from_records,
-        parse_json,
-        require_finite,
-    )
-    from stockops_model.server.problems import ApiError, InputError, problem_of
+    try:
+        from stockops_model.server.inputs import (
+            DEFAULT_MAX_BARS,
+            bars_from_records,
+            parse_json,
+            require_finite,
+        )
+        from stockops_model.server.problems import ApiError, InputError, problem_of
+    except ImportError:
+        # The model's copy of stockops_model predates these (or needs orjson, which the
+        # model's environment lacks): a version logged before them, e.g. on a rollback.
+        return _run_unchecked(raw)
 
     forecaster = _model.unwrap_python_model().forecaster
     try:
@@ -114,6 +125,25 @@ def run(raw: str | bytes | dict[str, Any]) -> Any:
             raise
         return _respond(_error("invalid_input", str(exc)), 422)
     return {**_identity, "forecasts": _forecasts(frame)}
+
+
+def _run_unchecked(raw: str | bytes | dict[str, Any]) -> Any:
+    """`run` for a model whose stockops_model cannot validate here: the forecaster's own
+    checks, and every refusal answered as `invalid_input` with its message."""
+    try:
+        document = raw if isinstance(raw, dict) else json.loads(raw)
+        frame = _model.predict(_frame(document["bars"]))
+    except Exception as exc:
+        # ValueError: not JSON or not UTF-8; KeyError, TypeError: not {"bars": [...]}.
+        if not (_is_input_error(exc) or isinstance(exc, (ValueError, KeyError, TypeError))):
+            raise
+        return _respond(_error("invalid_input", f"{type(exc).__name__}: {exc}"), 422)
+    forecasts = _forecasts(frame)
+    for forecast in forecasts:
+        if not math.isfinite(forecast["forecast_close"]):
+            message = f"the prices of {forecast['symbol']} are too large for this model"
+            return _respond(_error("invalid_price", message, "bars"), 422)
+    return {**_identity, "forecasts": forecasts}
 
 
 def _frame(bars: list[dict[str, Any]]) -> Any:

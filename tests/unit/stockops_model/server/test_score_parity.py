@@ -7,7 +7,9 @@ and the server's app, and the error bodies (reason, message, field) must be equa
 
 from __future__ import annotations
 
+import copy
 import json
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -124,3 +126,23 @@ async def test_the_azure_ml_script_answers_bad_input_as_the_server_does(
 
     assert served.status_code == 422
     assert answered == served.json()
+
+
+def test_a_model_logged_before_the_server_checks_is_still_served(
+    loaded: None, bars: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As with a model version whose stockops_model cannot import server.inputs here (older,
+    # or needing orjson, which the model's environment lacks), e.g. after a rollback.
+    monkeypatch.setitem(sys.modules, "stockops_model.server.inputs", None)
+    payload = records(bars, 5)
+    broken = copy.deepcopy(payload)
+    broken[2]["close"] = -1.0
+
+    answer = score.run(json.dumps({"bars": payload}))
+    refused = score.run(json.dumps({"bars": broken}))
+    not_json = score.run("{")
+
+    assert [f["symbol"] for f in answer["forecasts"]] == list(TICKERS)
+    assert refused["error"]["reason"] == "invalid_input"
+    assert "close" in refused["error"]["message"]
+    assert not_json["error"]["reason"] == "invalid_input"
