@@ -124,7 +124,8 @@ def test_bad_price_is_an_error_body_naming_the_field(loaded: None, bars: pd.Data
     answer = score.run(body(broken))
 
     assert answer["error"]["reason"] == "invalid_price"  # the scoring server's slug
-    assert answer["error"]["message"].startswith("close:")
+    assert answer["error"]["field"] == "bars[2].close"
+    assert answer["error"]["message"].startswith("bars[2].close:")
     assert "-1.0" in answer["error"]["message"]
 
 
