@@ -17,7 +17,7 @@ sync: uv
 up: sync
 	$(UV) run stockops up -f examples/local/
 
-## Install what is missing (Python packages, Kafka, Azurite, MLflow, kube-apiserver, helm), start the services, run every test.
+## Install what is missing (Python packages, Kafka, Azurite, MLflow, kube-apiserver, helm, Chromium), start the services, run every test.
 test: sync services browser
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
