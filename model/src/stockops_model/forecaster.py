@@ -375,8 +375,12 @@ class NetworkForecaster:
                 inputs.tickers,
                 one.symbol,
                 last=count + inputs.window - 1,
-            ).astype(np.float32)
-            return sliding_windows(features, inputs.window)[-count:]
+            )
+            # Valid but huge prices (1e300) overflow float32 to inf: the caller checks the
+            # windows are finite (the server answers invalid_price), so no warning per call.
+            with np.errstate(over="ignore"):
+                narrow = features.astype(np.float32)
+            return sliding_windows(narrow, inputs.window)[-count:]
 
         return _origin_windows(bars, self.tickers, self.min_bars, origins, windows_of)
 

@@ -153,6 +153,7 @@ INVALID: dict[str, tuple[Callable[[Bars], Any], str, str | None]] = {
 
 
 @pytest.mark.parametrize("case", sorted(INVALID))
+@pytest.mark.filterwarnings("error")  # no numpy or parser warning per bad request either
 async def test_bad_input_is_a_422_naming_the_field(
     case: str, network: NetworkForecaster, payload: Bars
 ) -> None:
