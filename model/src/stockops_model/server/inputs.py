@@ -4,7 +4,7 @@
 close, volume}, ...]}`, `bars_from_columns` the columns of an Open Inference Protocol v2
 request; both check what `forecaster.prepare_bars` checks, with numpy, and raise
 `InputError` naming the JSON path of the first culprit (`bars[3].close`,
-`inputs[close].data[3]`):
+`inputs[5].data[3]`):
 
 - the shape: an object with a list of objects, each with the seven fields;
 - symbol: a string, one of the model's tickers;
