@@ -32,6 +32,7 @@ import yaml
 from stockops_model.testing.gotools import KUBERNETES_VERSION
 from stockops_model.testing.kube import KubeCluster
 from stockops_model.testing.ports import pick_free_port
+from stockops_model.testing.scoring import ScoringServer, scoring_server
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow]
 
@@ -849,38 +850,17 @@ def test_feed_and_sink_run_from_the_stockmodel_and_land_bars(
 
 
 @pytest.fixture
-def local_server(
-    namespace: str, mlflow_server: Any, tmp_path: Path
-) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+def local_server(namespace: str, mlflow_server: Any, tmp_path: Path) -> Iterator[ScoringServer]:
     """`stockops serve` following the `serving` alias of `fc-<namespace>`, as the local
     target expects it (started before any model exists: it polls until one is deployed)."""
-    port = pick_free_port()
-    command = [
-        str(Path(sys.executable).with_name("stockops")),
-        "serve",
-        "--model",
+    with scoring_server(
         f"models:/fc-{namespace}@serving",
-        "--tracking-uri",
         mlflow_server.tracking_uri,
-        "--port",
-        str(port),
-        "--poll-seconds",
-        "5",
-        "--store",
-        (tmp_path / "store").as_uri(),
-    ]
-    env = {k: v for k, v in os.environ.items() if k != "STOCKOPS_API_KEY"}
-    with (tmp_path / "serve.log").open("ab") as log:
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    yield port, process
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        tmp_path / "serve",
+        store_url=(tmp_path / "store").as_uri(),
+        poll_seconds=5,
+    ) as server:
+        yield server
 
 
 @pytest.mark.mlflow
@@ -893,7 +873,7 @@ def test_the_whole_loop_from_replayed_bars_to_a_served_forecast(
     mlflow_server: Any,
     tmp_path: Path,
     eventually: Any,
-    local_server: tuple[int, subprocess.Popen[bytes]],
+    local_server: ScoringServer,
 ) -> None:
     # feed -> Kafka -> sink -> store, then a real `stockops train` run started by hand: the
     # naive forecast is registered as the first champion, a challenger is trained and
@@ -902,7 +882,7 @@ def test_the_whole_loop_from_replayed_bars_to_a_served_forecast(
     # to the local scoring server; status and Events tell the story, and the endpoint answers.
     store = tmp_path / "store"
     model_name = f"fc-{namespace}"
-    port, serve_process = local_server
+    port = local_server.port
     model = stockmodel("demo")
     model["spec"].update(
         tickers=["AMZN", "AXP"],
@@ -1010,7 +990,7 @@ def test_the_whole_loop_from_replayed_bars_to_a_served_forecast(
         assert answer.status_code == 200, answer.text
         assert answer.json()["model_version"] == production
         assert [f["symbol"] for f in answer.json()["forecasts"]] == ["AMZN"]
-    assert serve_process.poll() is None, (tmp_path / "serve.log").read_text()[-4000:]
+    assert local_server.process.running, local_server.log_path.read_text()[-4000:]
     assert fake.errors == []
 
 

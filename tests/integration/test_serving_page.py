@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -34,13 +33,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Request, sync_playwright
 
 from stockops_model.testing import MlflowServer
-from stockops_model.testing.ports import LOOPBACK, pick_free_port
-from stockops_model.testing.processes import ServiceProcess
+from stockops_model.testing.ports import LOOPBACK
+from stockops_model.testing.scoring import scoring_server
 
 pytestmark = [pytest.mark.slow]
 
@@ -413,45 +411,16 @@ def served(
     name = f"page-{uuid.uuid4().hex[:8]}"
     version = register_network(mlflow_server.tracking_uri, name)
     store = fill_store(folder / "store")
-    port = pick_free_port()
-    env = dict(os.environ, STOCKOPS_API_KEY=API_KEY)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    process = ServiceProcess(
-        "stockops-serve",
-        [
-            sys.executable,
-            "-c",
-            "import sys; from stockops_model.cli import main; sys.exit(main())",
-            "serve",
-            "--model",
-            f"models:/{name}@serving",
-            "--tracking-uri",
-            mlflow_server.tracking_uri,
-            "--store",
-            store,
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-        ],
-        folder / "serve.log",
-        env=env,
-        cwd=folder,
-    )
-    url = f"http://{LOOPBACK}:{port}/"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}readyz", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    process.start()
-    try:
-        process.wait_ready(ready, timeout=SERVER_READY_TIMEOUT_S, interval=0.5)
-        yield Served(url=url, name=name, version=version)
-    finally:
-        process.stop()
+    with scoring_server(
+        f"models:/{name}@serving",
+        mlflow_server.tracking_uri,
+        folder,
+        api_key=API_KEY,
+        store_url=store,
+        ready="/readyz",
+        timeout=SERVER_READY_TIMEOUT_S,
+    ) as server:
+        yield Served(url=f"{server.url}/", name=name, version=version)
 
 
 def test_the_page_plots_each_ticker_from_the_real_server(

@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -33,8 +31,8 @@ from stockops_model.deploy.local import SERVING_ALIAS, LocalTarget, server_url
 from stockops_model.errors import ExitCode, ServiceUnavailableError
 from stockops_model.spec import LocalServingSpec, RolloutSpec
 from stockops_model.testing import MlflowServer
-from stockops_model.testing.ports import LOOPBACK, pick_free_port
-from stockops_model.testing.processes import ServiceProcess
+from stockops_model.testing.ports import pick_free_port
+from stockops_model.testing.scoring import scoring_server
 
 POLICY = RolloutSpec.model_validate({"readinessTimeoutSeconds": 30})
 
@@ -382,46 +380,14 @@ def register_naive(tracking_uri: str, name: str) -> str:
 @contextlib.contextmanager
 def real_server(tracking_uri: str, name: str, folder: Path) -> Iterator[str]:
     """`stockops serve --model models:/NAME@serving` with an API key, on a free port; its URL."""
-    port = pick_free_port()
-    env = dict(os.environ, STOCKOPS_API_KEY=API_KEY)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    process = ServiceProcess(
-        "stockops-serve",
-        [
-            sys.executable,
-            "-c",
-            "import sys; from stockops_model.cli import main; sys.exit(main())",
-            "serve",
-            "--model",
-            f"models:/{name}@{SERVING_ALIAS}",
-            "--tracking-uri",
-            tracking_uri,
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-            # Only the deploy's reload moves it here, not the server's own poll.
-            "--poll-seconds",
-            "3600",
-        ],
-        folder / "serve.log",
-        env=env,
-        cwd=folder,
-    )
-    url = f"http://{LOOPBACK}:{port}"
-
-    def alive() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    process.start()
-    try:
-        process.wait_ready(alive, timeout=300.0, interval=0.5)
-        yield url
-    finally:
-        process.stop()
+    with scoring_server(
+        f"models:/{name}@{SERVING_ALIAS}",
+        tracking_uri,
+        folder,
+        api_key=API_KEY,
+        poll_seconds=3600,  # only the deploy's reload moves it here, not the server's own poll
+    ) as server:
+        yield server.url
 
 
 @pytest.mark.slow
