@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +28,7 @@ import pandas as pd
 import pytest
 
 from stockops_model.testing import MlflowServer
-from stockops_model.testing.ports import LOOPBACK, pick_free_port
+from stockops_model.testing.scoring import ScoringServer, scoring_server
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.slow]
 
@@ -92,58 +90,30 @@ def served(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
     folder = tmp_path_factory.mktemp("serving")
     store = BarStore(FileBackend(folder / "store"), "bars")
     asyncio.run(store.write(bars()))
-    port = pick_free_port()
-    env = {**os.environ, "STOCKOPS_API_KEY": KEY}
-    env.pop("STOCKOPS_SPEC_JSON", None)
-    log_path = folder / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stockops_model.cli",
-                "serve",
-                "--model",
-                f"models:/{name}@serving",
-                "--tracking-uri",
-                mlflow_server.tracking_uri,
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(port),
-                "--poll-seconds",
-                "3600",  # the test moves the alias and asks for a reload itself
-                "--store",
-                f"file://{folder / 'store'}/bars",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    base = f"http://{LOOPBACK}:{port}"
-    try:
-        _wait_live(base, process, log_path)
-        yield client, name, base, process, log_path
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with scoring_server(
+        f"models:/{name}@serving",
+        mlflow_server.tracking_uri,
+        folder,
+        api_key=KEY,
+        store_url=f"file://{folder / 'store'}/bars",
+        poll_seconds=3600,  # the test moves the alias and asks for a reload itself
+    ) as server:
+        _wait_first_poll(server)
+        yield client, name, server.url, server.process, server.log_path
 
 
-def _wait_live(base: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    """Until /healthz answers and the first poll of the alias is logged."""
+def _wait_first_poll(server: ScoringServer) -> None:
+    """Until the server has looked for the alias once (and logged that it waits for it)."""
     deadline = time.monotonic() + READY_WITHIN
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"stockops serve exited {process.returncode}:\n{log_path.read_text()}")
-        try:
-            live = httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            live = False
-        if live and "waiting for alias" in log_path.read_text():
+        if not server.process.running:
+            pytest.fail(f"stockops serve exited:\n{server.log_path.read_text()}")
+        if "waiting for alias" in server.log_path.read_text():
             return
         time.sleep(0.5)
-    pytest.fail(f"stockops serve not up in {READY_WITHIN:.0f} s:\n{log_path.read_text()}")
+    pytest.fail(
+        f"stockops serve never polled in {READY_WITHIN:.0f} s:\n{server.log_path.read_text()}"
+    )
 
 
 def predict(base: str) -> httpx.Response:
@@ -222,5 +192,9 @@ def test_a_broken_version_keeps_the_old_one_serving(served: Any) -> None:
 
 def test_sigterm_stops_the_server_cleanly(served: Any) -> None:
     process = served[3]
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    assert process.pid is not None
+    os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while process.returncode is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process.returncode == 0
