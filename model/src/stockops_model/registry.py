@@ -33,6 +33,7 @@ import mlflow.pyfunc
 import pandas as pd
 
 from stockops_model.forecaster import Forecaster, NaiveForecaster, load_forecaster
+from stockops_model.tracking import is_not_found
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -202,14 +203,9 @@ def production_version(client: MlflowClient, name: str) -> ModelVersion | None:
     try:
         return client.get_model_version_by_alias(name, PRODUCTION_ALIAS)
     except MlflowException as exc:
-        if _is_not_found(exc):
+        if is_not_found(exc):
             return None
         raise
-
-
-def _is_not_found(exc: Exception) -> bool:
-    code = getattr(exc, "error_code", "")
-    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
 
 
 def ensure_registered_model(client: MlflowClient, name: str) -> None:

@@ -19,6 +19,14 @@ if TYPE_CHECKING:
     from stockops_model.spec import StockModelSpec
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+# MLflow's error codes for a registered model, version or alias that does not exist (the
+# file and SQL stores and the REST client differ).
+NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
+
+
+def is_not_found(exc: Exception) -> bool:
+    """Whether an MLflow error says the registered model, version or alias does not exist."""
+    return getattr(exc, "error_code", "") in NOT_FOUND_CODES
 
 
 def resolve_tracking_uri(explicit: str | None, spec: StockModelSpec | None = None) -> str:

@@ -41,6 +41,7 @@ from stockops_model.deploy.base import (
 from stockops_model.errors import ServiceUnavailableError
 from stockops_model.server.command import API_KEY_ENV, API_KEY_HEADER  # light: no FastAPI
 from stockops_model.spec import LocalServingSpec, RolloutSpec, StockModel
+from stockops_model.tracking import is_not_found
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -125,9 +126,7 @@ class LocalTarget:
         try:
             return str(self.registry.get_model_version_by_alias(model_name, SERVING_ALIAS).version)
         except MlflowException as exc:
-            # The codes MLflow uses for a missing alias or registered model (server or SQL store).
-            code = getattr(exc, "error_code", "")
-            if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+            if is_not_found(exc):
                 return None
             raise ServiceUnavailableError(f"MLflow registry: {exc}") from None
 

@@ -48,15 +48,12 @@ from stockops_model.forecaster import Forecaster
 from stockops_model.server.batching import WindowForecaster
 from stockops_model.server.inputs import bars_from_records
 from stockops_model.server.metrics import ServerMetrics
+from stockops_model.tracking import is_not_found
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_SECONDS = 600.0  # the longest wait before a failed version is tried again
 DEFAULT_RETRY_SECONDS = 30.0  # the first wait (the server passes its poll interval)
-
-# MLflow's error codes for a registered model or alias that does not exist (a file or SQL
-# store and the REST client differ).
-_NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
 
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
@@ -154,7 +151,7 @@ class MlflowLoader:
                 self.source.name, self.source.alias
             )
         except MlflowException as exc:
-            if getattr(exc, "error_code", "") in _NOT_FOUND_CODES:
+            if is_not_found(exc):
                 raise AliasNotSetError(
                     f"waiting for alias {self.source.alias} of {self.source.name} "
                     f"(not set yet: {exc})"
