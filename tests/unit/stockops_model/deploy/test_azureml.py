@@ -140,6 +140,19 @@ def target(fake: Any, clock: FakeClock, spec: AzureMLSpec | None = None) -> Azur
     return AzureMLTarget(spec=spec or azure_spec(), ml_client=fake, base_image=IMAGE, clock=clock)
 
 
+def serving_v1(registry: str, fake: Any, clock: FakeClock) -> AzureMLTarget:
+    """A target whose endpoint serves version 1 with all traffic (a first rollout done)."""
+    deploy = target(fake, clock)
+    deploy.rollout(release(registry, "1"), policy())
+    return deploy
+
+
+def assert_only_v1_serves(fake: Any) -> None:
+    """After a rollback: the new deployment is gone and version 1 has all traffic again."""
+    assert fake.deployment_names(ENDPOINT) == [V1]
+    assert fake.traffic(ENDPOINT) == {V1: 100}
+
+
 def release(registry: str, version: str) -> Release:
     return Release(MODEL, version, registry)
 
@@ -272,8 +285,7 @@ def test_blue_green_shifts_in_steps_then_deletes_the_old_deployment(
 def test_rolling_out_the_serving_version_again_changes_nothing(
     registry: str, fake: Any, clock: FakeClock
 ) -> None:
-    deploy = target(fake, clock)
-    deploy.rollout(release(registry, "1"), policy())
+    deploy = serving_v1(registry, fake, clock)
     fake.calls.clear()
 
     result = deploy.rollout(release(registry, "1"), policy())
@@ -290,8 +302,7 @@ def test_rolling_out_the_serving_version_again_changes_nothing(
 def test_rerun_reuses_the_model_and_a_provisioned_deployment(
     registry: str, fake: Any, clock: FakeClock
 ) -> None:
-    deploy = target(fake, clock)
-    deploy.rollout(release(registry, "1"), policy())
+    deploy = serving_v1(registry, fake, clock)
     # An earlier run of version 2 died after provisioning, before any traffic moved.
     fake.refuse_traffic = lambda traffic: True
     with pytest.raises(RolloutFailedError):
@@ -316,8 +327,7 @@ def test_rerun_reuses_the_model_and_a_provisioned_deployment(
 def test_a_failed_deployment_of_the_same_version_is_deleted_and_recreated(
     registry: str, fake: Any, clock: FakeClock
 ) -> None:
-    deploy = target(fake, clock)
-    deploy.rollout(release(registry, "1"), policy())
+    deploy = serving_v1(registry, fake, clock)
     leftover = build_deployment(
         azure_spec(), name=V2, model_name=MODEL, version="2", environment="e", code_dir="."
     )
@@ -335,8 +345,7 @@ def test_a_failed_deployment_of_the_same_version_is_deleted_and_recreated(
 def test_an_updating_endpoint_is_waited_out_before_each_change(
     registry: str, fake: Any, clock: FakeClock
 ) -> None:
-    deploy = target(fake, clock)
-    deploy.rollout(release(registry, "1"), policy())
+    deploy = serving_v1(registry, fake, clock)
     fake.busy_polls = 4
     fake.endpoints[ENDPOINT].states.pending = ["Updating"] * 6  # someone else's update
     slept = len(clock.sleeps)
@@ -352,8 +361,7 @@ def test_an_updating_endpoint_is_waited_out_before_each_change(
 def test_a_409_conflict_from_a_concurrent_update_is_retried(
     registry: str, fake: Any, clock: FakeClock
 ) -> None:
-    deploy = target(fake, clock)
-    deploy.rollout(release(registry, "1"), policy())
+    deploy = serving_v1(registry, fake, clock)
     conflicts = [http_error(409, "(Conflict) another operation is in progress")]
     sdk_update = fake.online_endpoints.begin_create_or_update
 
@@ -377,8 +385,7 @@ def test_a_409_conflict_from_a_concurrent_update_is_retried(
 def test_provisioning_failure_rolls_back_and_deletes_the_new_deployment(
     registry: str, fake: Any, clock: FakeClock
 ) -> None:
-    deploy = target(fake, clock)
-    deploy.rollout(release(registry, "1"), policy())
+    deploy = serving_v1(registry, fake, clock)
     fake.fail_provisioning.add(V2)
 
     with pytest.raises(RolloutFailedError) as failure:
@@ -390,16 +397,14 @@ def test_provisioning_failure_rolls_back_and_deletes_the_new_deployment(
     assert not result.succeeded
     assert (result.serving_version, result.traffic) == ("1", {"1": 100})
     assert "Failed" in result.message or "failed" in result.message
-    assert fake.deployment_names(ENDPOINT) == [V1]
-    assert fake.traffic(ENDPOINT) == {V1: 100}
+    assert_only_v1_serves(fake)
     assert calls_of(fake, "online_endpoints.invoke")[-1].endswith(V1)  # V2 never smoke-tested
 
 
 def test_a_deployment_still_creating_at_the_readiness_timeout_is_rolled_back(
     registry: str, fake: Any, clock: FakeClock
 ) -> None:
-    deploy = target(fake, clock)
-    deploy.rollout(release(registry, "1"), policy())
+    deploy = serving_v1(registry, fake, clock)
     fake.stuck_provisioning.add(V2)
     started = clock.now
 
@@ -409,15 +414,13 @@ def test_a_deployment_still_creating_at_the_readiness_timeout_is_rolled_back(
     assert failure.value.result.rolled_back
     assert "timeout" in failure.value.result.message
     assert 600 <= clock.now - started < 700  # gave up at the timeout, not before or long after
-    assert fake.deployment_names(ENDPOINT) == [V1]
-    assert fake.traffic(ENDPOINT) == {V1: 100}
+    assert_only_v1_serves(fake)
 
 
 def test_smoke_test_failure_rolls_back_before_any_traffic_moves(
     registry: str, fake: Any, clock: FakeClock
 ) -> None:
-    deploy = target(fake, clock)
-    deploy.rollout(release(registry, "1"), policy())
+    deploy = serving_v1(registry, fake, clock)
     updates = len(traffic_updates(fake))
     fake.invoke_answers[V2] = json.dumps({"error": {"reason": "invalid_bars", "message": "x"}})
 
@@ -427,8 +430,7 @@ def test_smoke_test_failure_rolls_back_before_any_traffic_moves(
     assert failure.value.result.rolled_back
     assert "smoke test" in failure.value.result.message
     assert len(traffic_updates(fake)) == updates  # the old version never lost a request
-    assert fake.deployment_names(ENDPOINT) == [V1]
-    assert fake.traffic(ENDPOINT) == {V1: 100}
+    assert_only_v1_serves(fake)
 
 
 def test_a_smoke_answer_encoded_twice_is_read(registry: str, fake: Any, clock: FakeClock) -> None:
@@ -443,8 +445,7 @@ def test_a_smoke_answer_encoded_twice_is_read(registry: str, fake: Any, clock: F
 
 
 def test_smoke_test_http_error_rolls_back(registry: str, fake: Any, clock: FakeClock) -> None:
-    deploy = target(fake, clock)
-    deploy.rollout(release(registry, "1"), policy())
+    deploy = serving_v1(registry, fake, clock)
     fake.invoke_answers[V2] = http_error(502, "(BadGateway) upstream connect error")
 
     with pytest.raises(RolloutFailedError) as failure:
@@ -457,8 +458,7 @@ def test_smoke_test_http_error_rolls_back(registry: str, fake: Any, clock: FakeC
 def test_traffic_step_failure_restores_the_old_deployment(
     registry: str, fake: Any, clock: FakeClock
 ) -> None:
-    deploy = target(fake, clock)
-    deploy.rollout(release(registry, "1"), policy())
+    deploy = serving_v1(registry, fake, clock)
     fake.refuse_traffic = lambda traffic: traffic.get(V2) == 50
 
     with pytest.raises(RolloutFailedError) as failure:
@@ -473,8 +473,7 @@ def test_traffic_step_failure_restores_the_old_deployment(
         {"1": 100},
     )
     assert traffic_updates(fake)[-2:] == [{V2: 10, V1: 90}, {V1: 100}]
-    assert fake.deployment_names(ENDPOINT) == [V1]
-    assert fake.traffic(ENDPOINT) == {V1: 100}
+    assert_only_v1_serves(fake)
 
 
 def test_first_rollout_failure_leaves_no_deployment_behind(
@@ -494,8 +493,7 @@ def test_first_rollout_failure_leaves_no_deployment_behind(
 def test_without_auto_rollback_a_failure_is_left_for_a_human(
     registry: str, fake: Any, clock: FakeClock
 ) -> None:
-    deploy = target(fake, clock)
-    deploy.rollout(release(registry, "1"), policy())
+    deploy = serving_v1(registry, fake, clock)
     fake.refuse_traffic = lambda traffic: traffic.get(V2) == 50
 
     with pytest.raises(RolloutFailedError) as failure:
