@@ -536,6 +536,7 @@ def plan_stockmodel(
             not yet recorded in `status.lastRollout` (see `rollout_to_read`).
     """
     plan = ModelPlan()
+    unread = rollout_to_read(status, deploy_jobs)
     conditions: list[st.Condition] = [dict(c) for c in status.get("conditions") or []]
 
     def put(type_: str, ok: bool | None, reason: str, message: str) -> None:
@@ -598,7 +599,7 @@ def plan_stockmodel(
             )
         elif st.job_phase(deploy_job) == st.JobPhase.FAILED:
             message = (
-                _rollout_message(status, deploy_jobs, rollout, deploy_job)
+                _rollout_message(status, unread, rollout, deploy_job)
                 or st.job_failure_message(deploy_job)
                 or "the deploy Job failed"
             )
@@ -639,13 +640,12 @@ def plan_stockmodel(
         "productionVersion": production,
         "servingVersion": serving,
     }
-    latest = latest_finished_deploy(deploy_jobs)
-    if latest is not None and rollout_to_read(status, deploy_jobs) is not None:
+    if unread is not None:
         # First look at this finished deploy Job: record it even when its Pod left no line.
         plan.status["lastRollout"] = {
-            "jobName": _name(latest),
-            "outcome": "Succeeded" if st.job_phase(latest) == st.JobPhase.SUCCEEDED else "Failed",
-            "finishedAt": _finished_at(latest) or None,
+            "jobName": _name(unread),
+            "outcome": "Succeeded" if st.job_phase(unread) == st.JobPhase.SUCCEEDED else "Failed",
+            "finishedAt": _finished_at(unread) or None,
             **(rollout.to_status() if rollout is not None else {}),
         }
         if rollout is not None and rollout.endpoint_url:
@@ -655,12 +655,13 @@ def plan_stockmodel(
 
 def _rollout_message(
     status: Mapping[str, Any],
-    deploy_jobs: Sequence[Mapping[str, Any]],
+    unread: Mapping[str, Any] | None,
     rollout: st.DeployResult | None,
     job: Mapping[str, Any],
 ) -> str | None:
-    """What the deploy Job `job` said about its rollout, read now or recorded before."""
-    if rollout is not None and rollout_to_read(status, deploy_jobs) is job:
+    """What the deploy Job `job` said about its rollout, read now (`rollout`, the line of the
+    `unread` Job) or recorded before."""
+    if rollout is not None and unread is job:
         return rollout.message or None
     recorded = status.get("lastRollout") or {}
     if recorded.get("jobName") == _name(job) and recorded.get("message"):
