@@ -111,11 +111,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_model(path: str | None) -> StockModel:
-    """The StockModel of `path`, or the embedded default one."""
-    return load_resources(path)[0]
-
-
 def load_resources(path: str | None) -> tuple[StockModel, RetrainSchedule | None]:
     """The one StockModel of `path` (or the defaults) and its RetrainSchedule, if any.
 
