@@ -13,7 +13,6 @@ import copy
 import importlib.util
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,23 +39,7 @@ from stockops_model.loaders import load_bars
 from stockops_model.results import TERMINATION_LOG_ENV
 from stockops_model.spec import AzureMLSpec, RolloutSpec, StockModel
 
-
-def _load_fake() -> Any:
-    # tests/ is not a package (pytest's importlib mode): load the sibling module by path.
-    spec = importlib.util.spec_from_file_location(
-        "stockops_test_fake_mlclient", Path(__file__).with_name("fake_mlclient.py")
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fake_mlclient = _load_fake()
-FakeMLClient = fake_mlclient.FakeMLClient
-http_error = fake_mlclient.http_error
+from .fake_mlclient import FakeMLClient, http_error, last_close_scorer
 
 DATA = Path(__file__).parents[3] / "data" / "bars-2018-1min"
 TICKERS = ("AMZN", "AXP")
@@ -437,7 +420,7 @@ def test_a_smoke_answer_encoded_twice_is_read(registry: str, fake: Any, clock: F
     # The inference server JSON-encodes run()'s value; a script returning a JSON string
     # reaches the client as a JSON string of JSON.
     request = {"bars": [{"symbol": s, "ts": "t", "close": 1.0} for s in TICKERS]}
-    fake.invoke_answers[V1] = json.dumps(fake_mlclient.last_close_scorer(V1, request))
+    fake.invoke_answers[V1] = json.dumps(last_close_scorer(V1, request))
 
     result = target(fake, clock).rollout(release(registry, "1"), policy())
 
@@ -694,7 +677,7 @@ def test_smoke_request_is_the_saved_input_example(
 
     def recording(deployment: str, request: dict[str, Any]) -> str:
         requests.append(request)
-        return str(fake_mlclient.last_close_scorer(deployment, request))
+        return str(last_close_scorer(deployment, request))
 
     fake.scorer = recording
 
