@@ -14,7 +14,7 @@ import pytest
 
 from stockops_model.errors import DataError, ServiceUnavailableError
 from stockops_model.forecaster import NaiveForecaster
-from stockops_model.server.slot import AliasNotSetError, MlflowLoader, ModelSource
+from stockops_model.server.slot import AliasNotSetError, MlflowLoader, ModelSlot, ModelSource
 
 from .conftest import (
     TICKERS,
@@ -99,14 +99,20 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
-async def test_a_failed_version_is_retried_with_backoff_while_another_serves() -> None:
+async def serving_1_then_broken_2() -> tuple[ModelSlot, FakeLoader]:
+    """A slot serving version 1 whose alias has just moved to a version 2 that cannot load."""
     app = build_app({"1": NaiveForecaster(TICKERS), "2": DataError("broken")})
-    slot = app.state.runtime.slot
-    slot.clock = clock = FakeClock()
-    slot.retry_seconds = 30.0
+    slot: ModelSlot = app.state.runtime.slot
     loader: FakeLoader = slot.loader
     await slot.refresh()
     loader.alias = "2"
+    return slot, loader
+
+
+async def test_a_failed_version_is_retried_with_backoff_while_another_serves() -> None:
+    slot, loader = await serving_1_then_broken_2()
+    slot.clock = clock = FakeClock()
+    slot.retry_seconds = 30.0
     await slot.refresh()
     clock.advance(10)
     await slot.refresh()  # a poll before the retry is due: not downloaded again
@@ -126,13 +132,9 @@ async def test_a_failed_version_is_retried_with_backoff_while_another_serves() -
 
 
 async def test_the_backoff_is_capped_at_ten_minutes() -> None:
-    app = build_app({"1": NaiveForecaster(TICKERS), "2": DataError("broken")})
-    slot = app.state.runtime.slot
+    slot, loader = await serving_1_then_broken_2()
     slot.clock = clock = FakeClock()
     slot.retry_seconds = 30.0
-    loader: FakeLoader = slot.loader
-    await slot.refresh()
-    loader.alias = "2"
     for _ in range(12):  # far past 30 * 2**5 = 960 s
         await slot.refresh()
         clock.advance(600)
@@ -141,11 +143,7 @@ async def test_the_backoff_is_capped_at_ten_minutes() -> None:
 
 
 async def test_a_forced_reload_retries_a_failed_version_at_once() -> None:
-    app = build_app({"1": NaiveForecaster(TICKERS), "2": DataError("broken")})
-    slot = app.state.runtime.slot
-    loader: FakeLoader = slot.loader
-    await slot.refresh()
-    loader.alias = "2"
+    slot, loader = await serving_1_then_broken_2()
     await slot.refresh()
     loader.versions["2"] = NaiveForecaster(TICKERS)
     await slot.refresh(force=True)  # POST /v1/models/reload
@@ -169,11 +167,7 @@ async def test_a_pinned_version_that_failed_at_start_is_retried_at_every_poll() 
 
 
 async def test_a_registry_outage_keeps_serving_and_forgets_nothing() -> None:
-    app = build_app({"1": NaiveForecaster(TICKERS), "2": DataError("broken")})
-    slot = app.state.runtime.slot
-    loader: FakeLoader = slot.loader
-    await slot.refresh()
-    loader.alias = "2"
+    slot, loader = await serving_1_then_broken_2()
     await slot.refresh()
     loader.alias = ServiceUnavailableError("registry down")
     await slot.refresh()
